@@ -1,0 +1,48 @@
+"""``prm_gym/TextWorld-v0``: any TextWorld game file (``.z8``, ``.ulx``, ``.tw-pddl``) as a Gymnasium env."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from prm_gym.envs.engine import GameTurn
+from prm_gym.envs.text_game_env import TextGameEnv
+
+__all__ = ["TextWorldEnv"]
+
+
+class TextWorldEnv(TextGameEnv):
+    """Games made with TextWorld (or any game its engines play) as a Gymnasium environment.
+
+    Rewards are score increments; ``terminated`` when the game is won or lost. ``info`` has the keys of
+    :class:`~prm_gym.envs.text_game_env.TextGameEnv` plus ``task`` (the game's objective, "" when it has
+    none) and ``max_score``. Commands outside ``admissible_commands`` still reach the game's parser.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import prm_gym
+        >>> from prm_gym.envs.alfworld import list_games
+        >>> env = gym.make("prm_gym/TextWorld-v0", game_files=list_games("tiny", task_types="pick"))
+        >>> obs, info = env.reset(seed=0)
+        >>> sorted(info)[:4]
+        ['admissible_commands', 'game_file', 'invalid_action', 'lost']
+    """
+
+    def __init__(
+        self,
+        game_files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        shuffle: bool = True,
+        render_mode: str | None = None,
+    ) -> None:
+        """Create the env over one game file or a list of them."""
+        if isinstance(game_files, (str, os.PathLike)):
+            game_files = [game_files]
+        missing = [os.fspath(p) for p in game_files if not os.path.isfile(p)]
+        if missing:
+            raise FileNotFoundError(f"Game files not found: {missing}")
+        super().__init__(game_files, shuffle=shuffle, render_mode=render_mode)
+
+    def _extra_info(self, turn: GameTurn) -> dict[str, Any]:
+        return {"task": self.engine.objective or "", "max_score": self.engine.max_score}

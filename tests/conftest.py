@@ -1,0 +1,31 @@
+"""Shared fixtures: the real ALFWorld games, found where users keep them or unpacked from ../shared."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prm_gym.envs.alfworld.data import DataNotFoundError, find_data_dir, prepare_data
+
+SHARED_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared/data/alfworld/json_2.1.2-tw-pddl.tar.xz"
+
+
+@pytest.fixture(scope="session")
+def alfworld_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The folder holding ``json_2.1.1/``; exported as $ALFWORLD_DATA so `gym.make` finds it in subprocesses too."""
+    try:
+        data_dir = find_data_dir()
+    except DataNotFoundError:
+        if not SHARED_ARCHIVE.is_file():
+            raise
+        data_dir = prepare_data(SHARED_ARCHIVE, data_dir=tmp_path_factory.mktemp("alfworld"))
+    previous = os.environ.get("ALFWORLD_DATA")
+    os.environ["ALFWORLD_DATA"] = str(data_dir)
+    yield data_dir
+    if previous is None:
+        del os.environ["ALFWORLD_DATA"]
+    else:
+        os.environ["ALFWORLD_DATA"] = previous
