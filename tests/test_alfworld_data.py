@@ -3,6 +3,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_ARCHIVE
 
 from prm_gym.envs.alfworld.data import (
     SPLITS,
@@ -13,8 +14,6 @@ from prm_gym.envs.alfworld.data import (
     resolve_split,
 )
 from prm_gym.envs.alfworld.tasks import TASK_TYPES, parse_task_types, task_type_of_game_dir
-
-from conftest import SHARED_ARCHIVE
 
 
 @pytest.mark.parametrize("split", ["train", "valid_seen", "valid_unseen", "valid_train"])

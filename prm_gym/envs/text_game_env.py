@@ -24,7 +24,9 @@ __all__ = ["TEXT_CHARSET", "ACTION_CHARSET", "MAX_OBSERVATION_LENGTH", "MAX_ACTI
 
 #: Characters of observations and actions: printable ASCII, Latin-1 letters and typographic punctuation,
 #: which covers ALFWorld's grammar and the text of TextWorld's generated games.
-TEXT_CHARSET: str = string.printable + "".join(map(chr, range(0xA0, 0x180))) + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u2022"
+TEXT_CHARSET: str = (
+    string.printable + "".join(map(chr, range(0xA0, 0x180))) + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u2022"
+)
 #: Longest observation the observation space admits (ALFWorld's longest is under 2,000 characters).
 MAX_OBSERVATION_LENGTH = 8192
 #: Characters of sampled actions: what a player types (printable ASCII, no control characters).
@@ -60,7 +62,8 @@ class TextGameEnv(gym.Env[str, str]):
         if not game_files:
             raise ValueError("`game_files` is empty: pass at least one game file.")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"`render_mode` should be one of {self.metadata['render_modes']}. Received {render_mode!r}.")
+            modes = self.metadata["render_modes"]
+            raise ValueError(f"`render_mode` should be one of {modes}. Received {render_mode!r}.")
         self.game_files: list[Path] = [Path(p) for p in game_files]
         self.shuffle = shuffle
         self.render_mode = render_mode
@@ -88,7 +91,9 @@ class TextGameEnv(gym.Env[str, str]):
         if self._turn is None:
             raise gym.error.ResetNeeded("Call `reset()` before `step()`.")
         if not isinstance(action, str):
-            raise gym.error.InvalidAction(f"Actions are command strings. Received {action!r} of type {type(action).__name__}.")
+            raise gym.error.InvalidAction(
+                f"Actions are command strings. Received {action!r} of type {type(action).__name__}."
+            )
         previous = self._turn
         self._turn = self.engine.step(action)
         reward = self._turn.score - previous.score
@@ -117,11 +122,15 @@ class TextGameEnv(gym.Env[str, str]):
             return self.game_files[self._order[self._cursor - 1]]
         if isinstance(game, (int, np.integer)) and not isinstance(game, bool):
             if not 0 <= game < len(self.game_files):
-                raise ValueError(f"`options['game']` index {game} is out of range: this env has {len(self.game_files)} games.")
+                raise ValueError(
+                    f"`options['game']` index {game} is out of range: this env has {len(self.game_files)} games."
+                )
             return self.game_files[int(game)]
         if isinstance(game, (str, os.PathLike)) and Path(game).is_file():
             return Path(game)
-        raise ValueError(f"`options['game']` should be an index into `game_files` or a game file path. Received {game!r}.")
+        raise ValueError(
+            f"`options['game']` should be an index into `game_files` or a game file path. Received {game!r}."
+        )
 
     def _info(self, turn: GameTurn, invalid_action: bool) -> dict[str, Any]:
         info: dict[str, Any] = {

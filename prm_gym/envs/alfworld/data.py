@@ -84,7 +84,10 @@ def resolve_split(split: str) -> str:
 
 
 def default_data_dir() -> Path:
-    """The per-user cache folder for ALFWorld's games: ``$PRM_GYM_CACHE/alfworld`` or ``~/.cache/prm_gym/alfworld``."""
+    """Return the per-user cache folder for ALFWorld's games.
+
+    That is ``$PRM_GYM_CACHE/alfworld``, else ``$XDG_CACHE_HOME/prm_gym/alfworld``, else ``~/.cache/prm_gym/alfworld``.
+    """
     cache = os.environ.get("PRM_GYM_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "prm_gym"
     )
@@ -200,11 +203,15 @@ def prepare_data(
         actual = sha256_of(archive)
         expected = sha256 or KNOWN_ARCHIVES.get(archive.name)
         if expected is not None and actual != expected.lower():
-            raise ValueError(f"sha256 of {archive} is {actual}, expected {expected}: the file is corrupt or not the one named.")
+            raise ValueError(
+                f"sha256 of {archive} is {actual}, expected {expected}: the file is corrupt or not the one named."
+            )
         staging = Path(tmp) / "data"
         _unpack(archive, staging)
         if not _has_games(staging):
-            raise DataNotFoundError(f"Archive {archive} has no `{_GAMES_SUBDIR}/` folder: it is not ALFWorld's text-game data.")
+            raise DataNotFoundError(
+                f"Archive {archive} has no `{_GAMES_SUBDIR}/` folder: it is not ALFWorld's text-game data."
+            )
         manifest = {"source": str(archive) if archive.parent != Path(tmp) else url, "sha256": actual}
         (staging / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if target.exists():

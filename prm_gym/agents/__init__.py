@@ -1,0 +1,7 @@
+"""Reference agents for text games."""
+
+from prm_gym.agents.base import Agent
+from prm_gym.agents.random_agent import RandomAgent
+from prm_gym.agents.walkthrough_agent import WalkthroughAgent
+
+__all__ = ["Agent", "RandomAgent", "WalkthroughAgent"]
