@@ -16,9 +16,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 from prm_gym.envs.engine import GameTurn, TextWorldEngine
+from prm_gym.envs.spaces import GameText
 
 __all__ = ["TEXT_CHARSET", "ACTION_CHARSET", "MAX_OBSERVATION_LENGTH", "MAX_ACTION_LENGTH", "TextGameEnv"]
 
@@ -27,7 +27,7 @@ __all__ = ["TEXT_CHARSET", "ACTION_CHARSET", "MAX_OBSERVATION_LENGTH", "MAX_ACTI
 TEXT_CHARSET: str = (
     string.printable + "".join(map(chr, range(0xA0, 0x180))) + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u2022"
 )
-#: Longest observation the observation space admits (ALFWorld's longest is under 2,000 characters).
+#: Longest observation the observation space admits (ALFWorld's are under 1,000 characters: 866 at most in a sample).
 MAX_OBSERVATION_LENGTH = 8192
 #: Characters of sampled actions: what a player types (printable ASCII, no control characters).
 ACTION_CHARSET: str = string.ascii_letters + string.digits + string.punctuation + " "
@@ -68,8 +68,8 @@ class TextGameEnv(gym.Env[str, str]):
         self.shuffle = shuffle
         self.render_mode = render_mode
         self.engine = engine if engine is not None else TextWorldEngine()
-        self.observation_space = spaces.Text(max_length=MAX_OBSERVATION_LENGTH, min_length=0, charset=TEXT_CHARSET)
-        self.action_space = spaces.Text(max_length=MAX_ACTION_LENGTH, min_length=0, charset=ACTION_CHARSET)
+        self.observation_space = GameText(max_length=MAX_OBSERVATION_LENGTH, min_length=0, charset=TEXT_CHARSET)
+        self.action_space = GameText(max_length=MAX_ACTION_LENGTH, min_length=0, charset=ACTION_CHARSET)
         self._order: list[int] = []
         self._cursor = 0
         self._turn: GameTurn | None = None
