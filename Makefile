@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # A local copy of ALFWorld's games (as on the project's machines); without it `prm-gym data` downloads them.
 ALFWORLD_ARCHIVE ?= $(wildcard ../shared/data/alfworld/json_2.1.2-tw-pddl.tar.xz)
+TORCH_VERSION ?= 2.13.0
 EVAL_ARGS ?= --agent walkthrough --split valid_unseen
 
 .PHONY: install data eval lint test
@@ -11,7 +12,9 @@ EVAL_ARGS ?= --agent walkthrough --split valid_unseen
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	# torch first, pinned, so that nothing pulls another build of it in (the CPU wheel on the project's machines).
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install --quiet -e ".[llm,dev]"
 	touch $@
 
 install: $(BIN)/.installed

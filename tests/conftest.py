@@ -10,7 +10,11 @@ import pytest
 
 from prm_gym.envs.alfworld.data import DataNotFoundError, find_data_dir, prepare_data
 
-SHARED_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared/data/alfworld/json_2.1.2-tw-pddl.tar.xz"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_ARCHIVE = SHARED / "data/alfworld/json_2.1.2-tw-pddl.tar.xz"
+#: The shared SmolLM2-135M-Instruct: its tokenizer (Hugging Face format) and its GGUF weights.
+SHARED_TOKENIZER = SHARED / "models/smollm2-135m-instruct/tokenizer"
+SHARED_GGUF = SHARED / "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="session")

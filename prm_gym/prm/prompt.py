@@ -1,0 +1,137 @@
+r"""The one prompt renderer: a :class:`~prm_gym.prm.context.Context` as chat messages or model input text.
+
+Training, scoring and the LLM agents all render through here, so what a reward model is trained on is what
+it scores and what a policy reads. A context becomes a conversation::
+
+    system     the instructions (PromptConfig.system_prompt)
+    user       "Your task is to: <task>" + the first observation kept
+    assistant  "ACTION: <command>"                  one user/assistant pair per history turn
+    ...
+    user       the current observation + "Admissible commands: ..."
+    assistant  "REASON: <reason>\nACTION: <proposed action>"    only when the context proposes an action
+
+When the text would exceed ``max_prompt_tokens``, the oldest history turns are dropped (a line says how
+many); the task, the current observation and the proposed action are never cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prm_gym.prm.context import Context
+
+__all__ = ["SYSTEM_PROMPT", "PromptConfig", "format_action", "render_messages", "render_text"]
+
+SYSTEM_PROMPT = (
+    "You are an expert agent in a text-based household game. Each turn you read what you observe and reply with "
+    "exactly one of the admissible commands, to reach the task's goal in as few steps as possible. Answer in the "
+    "form:\nREASON: <one short sentence>\nACTION: <command>"
+)
+
+
+class Tokenizer(Protocol):
+    """What the renderer needs of a Hugging Face tokenizer."""
+
+    chat_template: str | None
+
+    def __call__(self, text: str, add_special_tokens: bool = ...) -> Any: ...  # noqa: D102
+
+    def apply_chat_template(self, conversation: list[dict[str, str]], **kwargs: Any) -> Any: ...  # noqa: D102
+
+
+@dataclass
+class PromptConfig:
+    """How contexts are rendered; saved with every model and dataset so that renders can be repeated."""
+
+    #: The system message.
+    system_prompt: str = SYSTEM_PROMPT
+    #: Token budget of the rendered text; older turns are dropped to fit. ``None`` keeps every turn.
+    max_prompt_tokens: int | None = 2048
+    #: List the admissible commands after the current observation.
+    show_admissible_commands: bool = True
+    #: Render the proposed action's reason (``REASON: ...``) when the context has one.
+    show_reason: bool = True
+
+
+def format_action(action: str, reason: str | None = None) -> str:
+    r"""Return the assistant's answer: ``"REASON: <reason>\nACTION: <action>"``, or only the ACTION line.
+
+    Example:
+        >>> format_action("go to sink 1", "The mug may be there.")
+        'REASON: The mug may be there.\nACTION: go to sink 1'
+    """
+    return f"REASON: {reason}\nACTION: {action}" if reason else f"ACTION: {action}"
+
+
+def render_messages(
+    context: Context, config: PromptConfig | None = None, *, drop_turns: int = 0
+) -> list[dict[str, str]]:
+    """Return the context as chat messages, without its ``drop_turns`` oldest history turns.
+
+    Example:
+        >>> ctx = Context(task="put a mug in the sink.", history=(("You are in a room.", "go to desk 1"),),
+        ...               observation="You arrive at desk 1.", admissible_commands=("look",), action="look")
+        >>> [m["role"] for m in render_messages(ctx)]
+        ['system', 'user', 'assistant', 'user', 'assistant']
+        >>> render_messages(ctx, drop_turns=1)[1]["content"].splitlines()[:3]
+        ['Your task is to: put a mug in the sink.', '', '(1 earlier turn omitted)']
+    """
+    config = config or PromptConfig()
+    if not 0 <= drop_turns <= len(context.history):
+        raise ValueError(f"`drop_turns` should be in [0, {len(context.history)}]. Received {drop_turns}.")
+    header = f"Your task is to: {context.task}" if context.task else ""
+    if drop_turns:
+        header += f"\n\n({drop_turns} earlier turn{'s' if drop_turns > 1 else ''} omitted)"
+    current = context.observation
+    if config.show_admissible_commands and context.admissible_commands:
+        current += "\n\nAdmissible commands: " + ", ".join(context.admissible_commands)
+    observations = [observation for observation, _ in context.history[drop_turns:]] + [current]
+    actions = [format_action(action) for _, action in context.history[drop_turns:]]
+    messages = [{"role": "system", "content": config.system_prompt}]
+    for i, observation in enumerate(observations):
+        content = f"{header}\n\n{observation}" if i == 0 and header else observation
+        messages.append({"role": "user", "content": content})
+        if i < len(actions):
+            messages.append({"role": "assistant", "content": actions[i]})
+    if context.action is not None:
+        reason = context.reason if config.show_reason else None
+        messages.append({"role": "assistant", "content": format_action(context.action, reason)})
+    return messages
+
+
+def render_text(context: Context, tokenizer: Tokenizer, config: PromptConfig | None = None) -> str:
+    """Return the context as one model input text, older turns dropped to fit ``config.max_prompt_tokens``.
+
+    With a proposed action (reward models) the text ends with the assistant's answer; without one (policies)
+    it ends with the template's prompt for the assistant's turn. Tokenizers without a chat template get a plain
+    ``Role: content`` layout.
+    """
+    config = config or PromptConfig()
+
+    def text(drop_turns: int) -> str:
+        messages = render_messages(context, config, drop_turns=drop_turns)
+        generation = context.action is None
+        if tokenizer.chat_template:
+            return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation))
+        plain = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+        return plain + ("\n\nAssistant:" if generation else "")
+
+    def fits(candidate: str) -> bool:
+        budget = config.max_prompt_tokens
+        return budget is None or len(tokenizer(candidate, add_special_tokens=False)["input_ids"]) <= budget
+
+    full = text(0)
+    if fits(full) or not context.history:
+        return full
+    # Fewest dropped turns that fit: the token count only shrinks as turns are dropped, so bisect.
+    low, high = 1, len(context.history)
+    if not fits(text(high)):
+        return text(high)  # even the task, the current observation and the action alone exceed the budget
+    while low < high:
+        middle = (low + high) // 2
+        if fits(text(middle)):
+            high = middle
+        else:
+            low = middle + 1
+    return text(low)

@@ -1,0 +1,277 @@
+"""Process rewards as Gymnasium wrappers: each step's reward comes from (or is shaped by) a reward model.
+
+:class:`ProcessRewardWrapper` wraps one env, :class:`VectorProcessRewardWrapper` a vector env (one batched
+``score`` call per step for all sub-envs). Both keep the episode's :class:`~prm_gym.prm.context.Context`
+themselves and work with any :class:`~prm_gym.prm.base.RewardModel`. Modes (``ProcessRewardConfig.mode``):
+
+- ``replace``: reward = ``coef * Q(s, a)``, the model's score of the action taken;
+- ``add``: reward = env reward + ``coef * Q(s, a)``;
+- ``shaped``: reward = env reward + ``coef * (gamma * V(s') - V(s))`` with ``V(s)`` the max (or mean) of
+  ``Q(s, .)`` over the admissible commands and ``V = 0`` once the episode has terminated: potential-based
+  shaping (Ng et al., 1999), which leaves the optimal policies of the env unchanged. It scores every
+  admissible command of each new state, so it costs one batch of ``len(admissible_commands)`` per step.
+
+``info`` gains ``env_reward`` (the env's own reward) and ``prm_score`` (``Q(s, a)`` of the action taken; NaN on
+a vector env's autoreset step), and in ``shaped`` mode ``prm_value`` (``V(s')``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
+
+from prm_gym.prm.base import RewardModel
+from prm_gym.prm.context import Context
+
+__all__ = ["ProcessRewardConfig", "ProcessRewardWrapper", "VectorProcessRewardWrapper"]
+
+RewardMode = Literal["replace", "add", "shaped"]
+
+
+@dataclass
+class ProcessRewardConfig:
+    """How a reward model's scores become rewards."""
+
+    #: ``replace`` the env reward with the score, ``add`` the score to it, or ``shaped`` (potential-based).
+    mode: RewardMode = "replace"
+    #: Weight of the score (``replace``, ``add``) or of the potential difference (``shaped``).
+    coef: float = 1.0
+    #: Discount of the shaping term ``gamma * V(s') - V(s)``; use the discount your learner uses.
+    gamma: float = 0.95
+    #: ``V(s)`` from ``Q(s, .)`` over the admissible commands: their ``max`` or their ``mean``.
+    value: Literal["max", "mean"] = "max"
+
+    def __post_init__(self) -> None:
+        """Check the settings."""
+        if self.mode not in ("replace", "add", "shaped"):
+            raise ValueError(f"`mode` should be 'replace', 'add' or 'shaped'. Received {self.mode!r}.")
+        if self.value not in ("max", "mean"):
+            raise ValueError(f"`value` should be 'max' or 'mean'. Received {self.value!r}.")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"`gamma` should be in [0, 1]. Received {self.gamma!r}.")
+
+
+@dataclass(eq=False)
+class _State:
+    """One env's current state: its context and the scores known for it."""
+
+    context: Context
+    #: Q(s, a) for the actions scored at this state.
+    scores: dict[str, float] = field(default_factory=dict)
+    #: V(s) (``shaped`` mode only).
+    value: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Transition:
+    """What one env did in a step: the action sent and what came back."""
+
+    action: str
+    env_reward: float
+    observation: str
+    info: Mapping[str, Any]
+    terminated: bool
+
+
+class _ProcessRewards:
+    """The scoring logic both wrappers share: gathers every context a step needs into one ``score`` call."""
+
+    def __init__(self, reward_model: RewardModel, config: ProcessRewardConfig) -> None:
+        if not callable(getattr(reward_model, "score", None)):
+            raise TypeError(f"`reward_model` must have a `score(contexts)` method; got {type(reward_model).__name__}.")
+        self.reward_model = reward_model
+        self.config = config
+
+    def start(self, contexts: Sequence[Context]) -> list[_State]:
+        """Begin episodes at ``contexts`` (in ``shaped`` mode, their values are scored in one batch)."""
+        states = [_State(context) for context in contexts]
+        self._score([], states)
+        return states
+
+    def step(
+        self, states: Sequence[_State], transitions: Sequence[_Transition]
+    ) -> tuple[list[_State], list[float], list[float]]:
+        """Apply one transition per env; return the next states, the rewards and the scores Q(s, a)."""
+        next_states = [
+            _State(state.context.propose(t.action).advance(t.observation, t.info))
+            for state, t in zip(states, transitions, strict=True)
+        ]
+        to_value = [s for s, t in zip(next_states, transitions, strict=True) if not t.terminated]
+        self._score([(state, t.action) for state, t in zip(states, transitions, strict=True)], to_value)
+        rewards, scores = [], []
+        for state, nxt, t in zip(states, next_states, transitions, strict=True):
+            q = state.scores[t.action]
+            if self.config.mode == "replace":
+                reward = self.config.coef * q
+            elif self.config.mode == "add":
+                reward = t.env_reward + self.config.coef * q
+            else:
+                next_value = 0.0 if t.terminated else nxt.value
+                reward = t.env_reward + self.config.coef * (self.config.gamma * next_value - state.value)
+            rewards.append(reward)
+            scores.append(q)
+        return next_states, rewards, scores
+
+    def _score(self, actions: list[tuple[_State, str]], to_value: list[_State]) -> None:
+        """Score, in one call, the (state, action) pairs not scored yet and (``shaped``) the values of ``to_value``."""
+        shaped = self.config.mode == "shaped"
+        requests: list[tuple[_State, str]] = []
+        for state in to_value if shaped else []:
+            requests.extend((state, command) for command in state.context.admissible_commands)
+        for state, action in actions:
+            if action not in state.scores and (state, action) not in requests:
+                requests.append((state, action))
+        if requests:
+            scores = self.reward_model.score([state.context.propose(action) for state, action in requests])
+            if len(scores) != len(requests):
+                raise ValueError(f"The reward model returned {len(scores)} scores for {len(requests)} contexts.")
+            for (state, action), score in zip(requests, scores, strict=True):
+                state.scores[action] = float(score)
+        for state in to_value if shaped else []:
+            values = [state.scores[c] for c in state.context.admissible_commands]
+            aggregate = max if self.config.value == "max" else (lambda v: sum(v) / len(v))
+            state.value = aggregate(values) if values else 0.0
+
+
+class ProcessRewardWrapper(gym.Wrapper[str, str, str, str]):
+    """Rewards from a process reward model, for one text-game env.
+
+    Example:
+        >>> import gymnasium as gym, prm_gym
+        >>> class Likes:  # any object with score(contexts) -> floats in [0, 1]
+        ...     def score(self, contexts):
+        ...         return [1.0 if c.action.startswith("go to") else 0.0 for c in contexts]
+        >>> env = ProcessRewardWrapper(gym.make("prm_gym/ALFWorld-v0", split="tiny"), Likes())
+        >>> obs, info = env.reset(seed=0)
+        >>> _, reward, *_, info = env.step("look")
+        >>> reward, info["prm_score"], info["env_reward"]
+        (0.0, 0.0, 0.0)
+    """
+
+    def __init__(
+        self, env: gym.Env[str, str], reward_model: RewardModel, config: ProcessRewardConfig | None = None
+    ) -> None:
+        """Wrap ``env``; ``config`` defaults to ``replace`` mode."""
+        super().__init__(env)
+        self._rewards = _ProcessRewards(reward_model, config or ProcessRewardConfig())
+        self._state: _State | None = None
+
+    @property
+    def context(self) -> Context | None:
+        """The current context (task, history, observation, admissible commands); ``None`` before reset."""
+        return None if self._state is None else self._state.context
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Reset the env and start a new history."""
+        observation, info = self.env.reset(seed=seed, options=options)
+        (self._state,) = self._rewards.start([Context.from_reset(observation, info)])
+        return observation, info
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Step the env and replace or shape its reward with the model's score."""
+        if self._state is None:
+            raise gym.error.ResetNeeded("Call `reset()` before `step()`.")
+        observation, env_reward, terminated, truncated, info = self.env.step(action)
+        transition = _Transition(str(action), float(env_reward), observation, info, bool(terminated))
+        (self._state,), (reward,), (score,) = self._rewards.step([self._state], [transition])
+        info = {**info, "env_reward": float(env_reward), "prm_score": score}
+        if self._rewards.config.mode == "shaped":
+            info["prm_value"] = 0.0 if terminated else self._state.value
+        return observation, reward, terminated, truncated, info
+
+
+class VectorProcessRewardWrapper(VectorWrapper):
+    """Rewards from a process reward model for every sub-env of a vector env, in one batched call per step.
+
+    Handles the vector env's autoreset (``NEXT_STEP``, the default, ``SAME_STEP`` and masked resets with
+    ``DISABLED``): an episode's history ends where its sub-env resets.
+
+    Example:
+        >>> import gymnasium as gym, prm_gym
+        >>> class Likes:
+        ...     def score(self, contexts):
+        ...         return [1.0 if c.action.startswith("go to") else 0.0 for c in contexts]
+        >>> envs = VectorProcessRewardWrapper(gym.make_vec("prm_gym/ALFWorld-v0", num_envs=2, split="tiny"), Likes())
+        >>> obs, infos = envs.reset(seed=0)
+        >>> _, rewards, *_ = envs.step(("look", infos["admissible_commands"][1][0]))
+        >>> rewards.tolist()
+        [0.0, 1.0]
+    """
+
+    def __init__(self, env: VectorEnv, reward_model: RewardModel, config: ProcessRewardConfig | None = None) -> None:
+        """Wrap the vector env ``env``; ``config`` defaults to ``replace`` mode."""
+        super().__init__(env)
+        self._rewards = _ProcessRewards(reward_model, config or ProcessRewardConfig())
+        self._autoreset_mode = AutoresetMode(env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
+        self._states: list[_State | None] = [None] * self.num_envs
+        self._needs_reset = np.zeros(self.num_envs, dtype=bool)
+
+    @property
+    def contexts(self) -> list[Context | None]:
+        """Each sub-env's current context (``None`` before its first reset)."""
+        return [None if state is None else state.context for state in self._states]
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset the sub-envs (all, or those in ``options["reset_mask"]``) and start new histories."""
+        mask = None if options is None or "reset_mask" not in options else np.asarray(options["reset_mask"])
+        observations, infos = self.env.reset(seed=seed, options=options)
+        indices = [i for i in range(self.num_envs) if mask is None or mask[i]]
+        started = self._rewards.start([Context.from_reset(observations[i], _sub_info(infos, i)) for i in indices])
+        for i, state in zip(indices, started, strict=True):
+            self._states[i] = state
+            self._needs_reset[i] = False
+        return observations, infos
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every sub-env; score all their actions (and new states' values) in one call."""
+        if any(state is None for state in self._states):
+            raise gym.error.ResetNeeded("Call `reset()` before `step()`.")
+        observations, env_rewards, terminations, truncations, infos = self.env.step(actions)
+        rewards = np.array(env_rewards, dtype=np.float64)
+        scores = np.full(self.num_envs, math.nan)
+        values = np.zeros(self.num_envs)
+        done = np.logical_or(terminations, truncations)
+        same_step = self._autoreset_mode == AutoresetMode.SAME_STEP
+        # Under NEXT_STEP, a sub-env whose episode ended last step was reset by this step: no transition.
+        stepped = [i for i in range(self.num_envs) if not self._needs_reset[i]]
+        transitions = []
+        for i in stepped:
+            final = same_step and done[i]  # SAME_STEP: the episode's last observation is in `final_obs`
+            observation = infos["final_obs"][i] if final else observations[i]
+            info = _sub_info(infos["final_info"], i) if final else _sub_info(infos, i)
+            transitions.append(
+                _Transition(str(actions[i]), float(env_rewards[i]), observation, info, bool(terminations[i]))
+            )
+        states = [self._states[i] for i in stepped]
+        next_states, step_rewards, step_scores = self._rewards.step(states, transitions)  # type: ignore[arg-type]
+        for j, i in enumerate(stepped):
+            self._states[i], rewards[i], scores[i] = next_states[j], step_rewards[j], step_scores[j]
+            values[i] = 0.0 if terminations[i] else next_states[j].value
+        # Sub-envs that were reset in this step (NEXT_STEP: ended last step; SAME_STEP: ended now) begin anew.
+        fresh = [i for i in stepped if done[i]] if same_step else np.flatnonzero(self._needs_reset).tolist()
+        contexts = [Context.from_reset(observations[i], _sub_info(infos, i)) for i in fresh]
+        for i, state in zip(fresh, self._rewards.start(contexts), strict=True):
+            self._states[i] = state
+        self._needs_reset = done & (not same_step)
+        infos = {**infos, "env_reward": np.asarray(env_rewards, dtype=np.float64), "prm_score": scores}
+        if self._rewards.config.mode == "shaped":
+            infos["prm_value"] = values
+        return observations, rewards, terminations, truncations, infos
+
+
+def _sub_info(infos: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """One sub-env's ``info`` out of a vector env's batched ``infos`` (keys it did not set are left out)."""
+    info = {}
+    for key, values in infos.items():
+        if key.startswith("_") or not infos.get(f"_{key}", np.ones(index + 1, dtype=bool))[index]:
+            continue
+        info[key] = _sub_info(values, index) if isinstance(values, Mapping) else values[index]
+    return info
