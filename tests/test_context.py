@@ -28,6 +28,7 @@ def test_contexts_follow_the_episode(walkthrough_contexts):
     assert [action for _, action in last.history] == [c.action for c in walkthrough_contexts[:-1]]
     assert all(c.action in c.admissible_commands for c in walkthrough_contexts)
     assert all(c.task == first.task for c in walkthrough_contexts)
+    assert all(c.game_file and c.game_file.endswith("game.tw-pddl") for c in walkthrough_contexts)
 
 
 def test_keys_are_stable_and_ignore_the_reason(walkthrough_contexts):

@@ -45,6 +45,9 @@ class Context:
     action: str | None = None
     #: The agent's reason for ``action``, when it gave one (reward models may read it; it is not part of the key).
     reason: str | None = None
+    #: The game this state belongs to (``info["game_file"]``): provenance for agents and estimators that replay
+    #: or plan in the game; never rendered, not part of the keys.
+    game_file: str | None = None
 
     def __post_init__(self) -> None:
         """Store sequences as tuples so a context is hashable and immutable whatever it was given."""
@@ -58,6 +61,7 @@ class Context:
             task=str(info.get("task") or ""),
             observation=observation,
             admissible_commands=tuple(info.get("admissible_commands") or ()),
+            game_file=info.get("game_file"),
         )
 
     def propose(self, action: str, reason: str | None = None) -> Context:
@@ -73,6 +77,7 @@ class Context:
             history=(*self.history, (self.observation, self.action)),
             observation=observation,
             admissible_commands=tuple(info.get("admissible_commands") or ()),
+            game_file=self.game_file,
         )
 
     @property
@@ -94,6 +99,7 @@ class Context:
             "admissible_commands": list(self.admissible_commands),
             "action": self.action,
             "reason": self.reason,
+            "game_file": self.game_file,
         }
 
     @classmethod
@@ -117,6 +123,7 @@ class Context:
             admissible_commands=tuple(row.get("admissible_commands") or ()),
             action=row.get("action"),
             reason=row.get("reason"),
+            game_file=row.get("game_file"),
         )
 
 
