@@ -14,7 +14,7 @@ import gymnasium as gym
 from tqdm.auto import tqdm
 
 import prm_gym  # noqa: F401  (registers the environments)
-from prm_gym.agents import Agent, RandomAgent, WalkthroughAgent
+from prm_gym.agents import Agent, ExpertAgent, RandomAgent, WalkthroughAgent
 from prm_gym.envs.alfworld.tasks import TASK_TYPES
 
 __all__ = ["EvalConfig", "EpisodeResult", "evaluate", "make_agent", "summarize", "format_table"]
@@ -27,9 +27,10 @@ TABLE_COLUMNS = ("All", "Pick", "Clean", "Heat", "Cool", "Look", "Pick2")
 class EvalConfig:
     """What to evaluate, and on which games."""
 
-    #: The agent: "walkthrough" replays each game's gold commands (the ceiling), "random" picks admissible
-    #: commands uniformly (the floor).
-    agent: Literal["walkthrough", "random"] = "walkthrough"
+    #: The agent: "expert" plays the game's walkthrough and replans with a PDDL planner once off it (the
+    #: ceiling), "walkthrough" only replays the gold commands, "random" picks admissible commands uniformly (the
+    #: floor).
+    agent: Literal["expert", "walkthrough", "random"] = "expert"
     #: ALFWorld split: train, valid_seen, valid_unseen (the paper's), valid_train, or the bundled tiny.
     split: str = "valid_unseen"
     #: Task types to keep (ids 1-6, names, or labels such as Pick2); empty keeps all.
@@ -58,11 +59,13 @@ class EpisodeResult:
 
 def make_agent(name: str, seed: int | None = None) -> Agent:
     """Build a reference agent by name."""
+    if name == "expert":
+        return ExpertAgent()
     if name == "walkthrough":
         return WalkthroughAgent()
     if name == "random":
         return RandomAgent(seed=seed)
-    raise ValueError(f"Unknown agent {name!r}: choose 'walkthrough' or 'random'.")
+    raise ValueError(f"Unknown agent {name!r}: choose 'expert', 'walkthrough' or 'random'.")
 
 
 def evaluate(agent: Agent, config: EvalConfig, *, progress: bool = True) -> list[EpisodeResult]:

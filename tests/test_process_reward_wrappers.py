@@ -50,7 +50,7 @@ def test_rewards_equal_direct_score_calls(tiny_env, mode):
     model, reference = HashScorer(), HashScorer()
     env = ProcessRewardWrapper(tiny_env, model, ProcessRewardConfig(mode=mode, coef=0.5))
     steps = list(play_walkthrough(env, seed=3))
-    for context, action, reward, terminated, info in steps:
+    for context, action, reward, _, info in steps:
         (q,) = reference.score([context.propose(action)])
         assert info["prm_score"] == q
         assert reward == pytest.approx((info["env_reward"] if mode == "add" else 0.0) + 0.5 * q)
@@ -65,7 +65,7 @@ def test_shaped_rewards_are_potential_differences(tiny_env, how):
     config = ProcessRewardConfig(mode="shaped", coef=2.0, gamma=0.9, value=how)
     env = ProcessRewardWrapper(tiny_env, model, config)
     steps = list(play_walkthrough(env, seed=4))
-    for (context, action, reward, terminated, info), nxt in zip(steps, [*steps[1:], None]):
+    for (context, _, reward, terminated, info), nxt in zip(steps, [*steps[1:], None], strict=True):
         next_value = 0.0 if terminated else value(reference, nxt[0], how)
         expected = info["env_reward"] + 2.0 * (0.9 * next_value - value(reference, context, how))
         assert reward == pytest.approx(expected) and info["prm_value"] == pytest.approx(next_value)

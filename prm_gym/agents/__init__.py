@@ -1,7 +1,8 @@
 """Reference agents for text games."""
 
-from prm_gym.agents.base import Agent
+from prm_gym.agents.base import Agent, Decision
+from prm_gym.agents.expert_agent import ExpertAgent
 from prm_gym.agents.random_agent import RandomAgent
 from prm_gym.agents.walkthrough_agent import WalkthroughAgent
 
-__all__ = ["Agent", "RandomAgent", "WalkthroughAgent"]
+__all__ = ["Agent", "Decision", "ExpertAgent", "RandomAgent", "WalkthroughAgent"]

@@ -1,25 +1,73 @@
-"""The agent interface every policy in prm-gym implements."""
+"""The agent interface every policy in prm-gym implements.
+
+An agent's core is :meth:`Agent.decide`: a batch of independent :class:`~prm_gym.prm.context.Context` objects
+(one per env, each with its own history) in, one :class:`Decision` (action and, when the agent has one, its
+reason) per context out. That is the batched form for vector envs and for Best-of-N. :meth:`Agent.act` is the
+single-env form of the Gymnasium loop: it keeps the episode's context itself, from the reset's ``info`` on.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Agent"]
+from prm_gym.prm.context import Context
+
+__all__ = ["Agent", "Decision"]
 
 
-@runtime_checkable
-class Agent(Protocol):
-    """A text-game policy: it sees what the env returns and answers with a command.
+@dataclass(frozen=True)
+class Decision:
+    """An agent's choice at one state: the command, and the reason it gave (if any)."""
 
-    ``reset`` is called at the start of every episode; ``act`` receives the observation and ``info``
-    the env returned last (the reset's ``info`` on the first turn, with ``walkthrough``).
+    action: str
+    reason: str | None = None
+
+
+class Agent(ABC):
+    """A text-game policy.
+
+    Example:
+        >>> class First(Agent):
+        ...     name = "first"
+        ...     def decide(self, contexts):
+        ...         return [Decision(c.admissible_commands[0]) for c in contexts]
+        >>> agent = First()
+        >>> agent.reset()
+        >>> agent.act("You are in a room.", {"task": "look", "admissible_commands": ["look", "inventory"]})
+        'look'
+        >>> agent.act("You see nothing.", {"admissible_commands": ["inventory"]}), agent.context.history
+        ('inventory', (('You are in a room.', 'look'),))
     """
 
-    #: A short name for tables and logs.
-    name: str
+    #: A short name for tables, logs and datasets.
+    name: str = "agent"
+
+    def __init__(self) -> None:
+        """Start with no episode."""
+        self._context: Context | None = None
+
+    @abstractmethod
+    def decide(self, contexts: Sequence[Context]) -> list[Decision]:
+        """Return one decision per context, in order (the contexts are independent states)."""
 
     def reset(self) -> None:
-        """Forget the previous episode."""
+        """Forget the episode: the next :meth:`act` starts a new one."""
+        self._context = None
 
-    def act(self, observation: str, info: dict[str, Any]) -> str:
-        """Return the next command."""
+    def act(self, observation: str, info: Mapping[str, Any]) -> str:
+        """Return the next command, given what the env returned last (the reset's on an episode's first turn)."""
+        if self._context is None:
+            context = Context.from_reset(observation, info)
+        else:
+            context = self._context.advance(observation, info)
+        (decision,) = self.decide([context])
+        self._context = context.propose(decision.action, decision.reason)
+        return decision.action
+
+    @property
+    def context(self) -> Context | None:
+        """The context of the last :meth:`act`, with the decision proposed (its reason included)."""
+        return self._context

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
+
+from prm_gym.agents.base import Agent, Decision
+from prm_gym.prm.context import Context
 
 __all__ = ["RandomAgent"]
 
 
-class RandomAgent:
+class RandomAgent(Agent):
     """Picks an admissible command uniformly at random, reproducibly under a seed.
 
     Example:
@@ -22,14 +25,15 @@ class RandomAgent:
 
     def __init__(self, seed: int | None = None) -> None:
         """Create the agent; ``seed`` fixes its choices."""
+        super().__init__()
         self._rng = np.random.default_rng(seed)
 
-    def reset(self) -> None:
-        """Nothing to forget: the random stream continues across episodes."""
-
-    def act(self, observation: str, info: dict[str, Any]) -> str:
-        """Return one of ``info["admissible_commands"]``."""
-        commands = info.get("admissible_commands")
-        if not commands:
-            raise ValueError("RandomAgent needs `info['admissible_commands']`; this env did not provide any.")
-        return str(commands[int(self._rng.integers(len(commands)))])
+    def decide(self, contexts: Sequence[Context]) -> list[Decision]:
+        """Return one of each context's admissible commands (the random stream continues across episodes)."""
+        decisions = []
+        for context in contexts:
+            commands = context.admissible_commands
+            if not commands:
+                raise ValueError("RandomAgent needs `admissible_commands`; this context has none.")
+            decisions.append(Decision(commands[int(self._rng.integers(len(commands)))]))
+        return decisions
