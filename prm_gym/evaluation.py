@@ -2,13 +2,21 @@
 
 Every game of the split is played once, in order, under the step cap; the table gives the success rate
 and the mean number of actions, overall and per task type (Pick, Clean, Heat, Cool, Look, Pick2).
+With an output folder, each finished episode is appended to ``episodes.jsonl`` as it ends, so an interrupted
+evaluation resumes where it stopped; the end writes ``results.json`` (the config, the table) and
+``success.png`` (a bar chart). Game ``i`` is played with seed ``seed + i`` (env and agent), so results do not
+depend on which games were played before, and a resumed run gives the same table as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import gymnasium as gym
 from tqdm.auto import tqdm
@@ -16,11 +24,16 @@ from tqdm.auto import tqdm
 import prm_gym  # noqa: F401  (registers the environments)
 from prm_gym.agents import Agent, ExpertAgent, RandomAgent, WalkthroughAgent
 from prm_gym.envs.alfworld.tasks import TASK_TYPES
+from prm_gym.io import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl
 
-__all__ = ["EvalConfig", "EpisodeResult", "evaluate", "make_agent", "summarize", "format_table"]
+__all__ = [
+    "EvalConfig", "EpisodeResult", "evaluate", "make_agent", "summarize", "format_table", "plot_success",
+]
 
 #: Table 1's column order.
 TABLE_COLUMNS = ("All", "Pick", "Clean", "Heat", "Cool", "Look", "Pick2")
+#: Files of an evaluation's output folder.
+EPISODES_FILE, CONFIG_FILE, RESULTS_FILE, CHART_FILE = "episodes.jsonl", "config.json", "results.json", "success.png"
 
 
 @dataclass
@@ -39,10 +52,12 @@ class EvalConfig:
     num_games: int | None = None
     #: Step cap per episode (the paper uses 30).
     max_episode_steps: int = 30
-    #: Seed of the env and the agent.
+    #: Base seed: game i is played with seed + i.
     seed: int = 0
     #: Folder holding ALFWorld's ``json_2.1.1/`` (default: $ALFWORLD_DATA, then the cache).
     data_dir: str | None = None
+    #: Where to write episodes.jsonl, results.json and success.png (and resume from); nothing is written without.
+    output_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,10 @@ class EpisodeResult:
     #: Number of actions taken.
     steps: int
     actions: list[str] = field(default_factory=list)
+    #: The game's index in the evaluated list.
+    index: int = 0
+    #: The agent's reason for each action (``None`` where it gave none).
+    reasons: list[str | None] = field(default_factory=list)
 
 
 def make_agent(name: str, seed: int | None = None) -> Agent:
@@ -71,10 +90,15 @@ def make_agent(name: str, seed: int | None = None) -> Agent:
 def evaluate(agent: Agent, config: EvalConfig, *, progress: bool = True) -> list[EpisodeResult]:
     """Play every selected game once with ``agent`` and return one result per game, in game order.
 
+    With ``config.output_dir``, episodes already in its ``episodes.jsonl`` are not played again.
+
     Example:
         >>> results = evaluate(WalkthroughAgent(), EvalConfig(split="tiny"), progress=False)
         >>> all(r.won for r in results), len(results)
         (True, 6)
+
+    Raises:
+        ValueError: the output folder holds an evaluation made with another config or agent.
     """
     env = gym.make(
         "prm_gym/ALFWorld-v0",
@@ -86,22 +110,76 @@ def evaluate(agent: Agent, config: EvalConfig, *, progress: bool = True) -> list
     num_games = len(env.unwrapped.game_files)  # type: ignore[attr-defined]
     if config.num_games is not None:
         num_games = min(num_games, config.num_games)
+    output = Path(config.output_dir) if config.output_dir is not None else None
+    finished = _resume(output, config, agent.name) if output is not None else {}
     results = []
     try:
         for index in tqdm(range(num_games), desc=f"{agent.name} on {config.split}", disable=not progress):
-            observation, info = env.reset(seed=config.seed if index == 0 else None, options={"game": index})
-            agent.reset()
-            task_type, game_file, actions = info["task_type"], info["game_file"], []
-            done = False
-            while not done:
-                action = agent.act(observation, info)
-                actions.append(action)
-                observation, _, terminated, truncated, info = env.step(action)
-                done = terminated or truncated
-            results.append(EpisodeResult(game_file, task_type, bool(info["won"]), len(actions), actions))
+            if index in finished:
+                results.append(finished[index])
+                continue
+            result = _play(env, agent, index, config.seed + index)
+            if output is not None:
+                append_jsonl(output / EPISODES_FILE, [dataclasses.asdict(result)])
+            results.append(result)
     finally:
         env.close()
+    if output is not None:
+        _write_results(output, config, agent.name, results)
     return results
+
+
+def _play(env: gym.Env[str, str], agent: Agent, index: int, seed: int) -> EpisodeResult:
+    observation, info = env.reset(seed=seed, options={"game": index})
+    agent.reset(seed=seed)
+    task_type, game_file = info["task_type"], info["game_file"]
+    actions: list[str] = []
+    reasons: list[str | None] = []
+    done = False
+    while not done:
+        actions.append(agent.act(observation, info))
+        reasons.append(agent.context.reason if agent.context is not None else None)
+        observation, _, terminated, truncated, info = env.step(actions[-1])
+        done = terminated or truncated
+    return EpisodeResult(game_file, task_type, bool(info["won"]), len(actions), actions, index, reasons)
+
+
+def _resume(output: Path, config: EvalConfig, agent_name: str) -> dict[int, EpisodeResult]:
+    """Check that ``output`` holds this evaluation (or nothing yet) and return the episodes it finished."""
+    identity = {"agent": agent_name, "config": dataclasses.asdict(config)}
+    config_file = output / CONFIG_FILE
+    if config_file.exists():
+        recorded = json.loads(config_file.read_text(encoding="utf-8"))
+        if recorded != json.loads(json.dumps(identity)):
+            raise ValueError(
+                f"{output} holds an evaluation with another config or agent ({recorded}); choose another output_dir."
+            )
+    else:
+        atomic_write_text(config_file, json.dumps(identity, indent=2) + "\n")
+    episodes = output / EPISODES_FILE
+    if not episodes.exists():
+        return {}
+    fields = {f.name for f in dataclasses.fields(EpisodeResult)}
+    finished = {}
+    for row in read_jsonl(episodes, repair=True):
+        if set(row) != fields:
+            raise ValueError(f"{episodes} has rows with fields {sorted(row)}; expected {sorted(fields)}.")
+        finished[row["index"]] = EpisodeResult(**row)
+    return finished
+
+
+def _write_results(output: Path, config: EvalConfig, agent_name: str, results: Sequence[EpisodeResult]) -> None:
+    summary = summarize(results)
+    title = f"{agent_name} on {config.split} ({len(results)} games, cap {config.max_episode_steps} steps)"
+    report: dict[str, Any] = {
+        "agent": agent_name,
+        "config": dataclasses.asdict(config),
+        "prm_gym_version": prm_gym.__version__,
+        "summary": summary,
+        "table": format_table(summary, title),
+    }
+    atomic_write_text(output / RESULTS_FILE, json.dumps(report, indent=2) + "\n")
+    atomic_write_bytes(output / CHART_FILE, plot_success(summary, title))
 
 
 def summarize(results: Sequence[EpisodeResult]) -> dict[str, dict[str, float]]:
@@ -136,3 +214,21 @@ def format_table(summary: dict[str, dict[str, float]], title: str = "") -> str:
     lines.append(f"{'#actions':<12}" + "".join(f"{summary[c]['actions']:>8.1f}" for c in columns))
     lines.append(f"{'#games':<12}" + "".join(f"{int(summary[c]['games']):>8d}" for c in columns))
     return "\n".join(lines)
+
+
+def plot_success(summary: dict[str, dict[str, float]], title: str = "") -> bytes:
+    """Draw :func:`summarize`'s success rates as a bar chart in Table 1's column order; return the PNG bytes."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+
+    columns = [c for c in TABLE_COLUMNS if c in summary]
+    figure = Figure(figsize=(7, 3.5), dpi=100)
+    axes = figure.subplots()
+    bars = axes.bar(columns, [summary[c]["success"] for c in columns], color=["#444444"] + ["#4C72B0"] * 6)
+    axes.bar_label(bars, fmt="%.1f")
+    axes.set_ylim(0, 110)
+    axes.set_ylabel("success %")
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

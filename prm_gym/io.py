@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write_text"]
+__all__ = ["append_jsonl", "atomic_write_bytes", "atomic_write_text", "read_jsonl"]
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file beside it and a rename; return the path.
-
-    Example:
-        >>> import tempfile
-        >>> path = atomic_write_text(Path(tempfile.mkdtemp()) / "out" / "results.json", "{}")
-        >>> path.read_text()
-        '{}'
-    """
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file beside it and a rename; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as f:
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, suffix=".tmp", delete=False) as f:
         try:
-            f.write(text)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
             f.close()
@@ -34,3 +30,59 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
             os.unlink(f.name)
             raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, like :func:`atomic_write_bytes`; return the path.
+
+    Example:
+        >>> import tempfile
+        >>> path = atomic_write_text(Path(tempfile.mkdtemp()) / "out" / "results.json", "{}")
+        >>> path.read_text()
+        '{}'
+    """
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def append_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Append ``rows`` to a JSON-lines file in one write, flushed to disk (a crash loses at most this write)."""
+    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike[str], *, repair: bool = False) -> list[dict[str, Any]]:
+    """Read a JSON-lines file; with ``repair``, cut off a last line left incomplete by an interrupted write.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "rows.jsonl"
+        >>> append_jsonl(path, [{"a": 1}, {"a": 2}])
+        >>> _ = open(path, "a").write('{"a": ')  # a write cut short
+        >>> read_jsonl(path, repair=True), path.read_text().count(chr(10))
+        ([{'a': 1}, {'a': 2}], 2)
+
+    Raises:
+        ValueError: a line other than an incomplete last one is not a JSON object (the file is not ours, or
+            was damaged), or the last line is incomplete and ``repair`` is off.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    complete, _, tail = raw.rpartition(b"\n")
+    if tail:
+        if not repair:
+            raise ValueError(f"{path} ends with an incomplete line: it was cut short while being written.")
+        with open(path, "r+b") as f:
+            f.truncate(len(complete) + 1 if complete or raw.startswith(b"\n") else 0)
+    rows = []
+    for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"Line {number} of {path} is not valid JSON ({error.msg}).") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"Line {number} of {path} is not a JSON object.")
+        rows.append(row)
+    return rows

@@ -1,3 +1,6 @@
+import dataclasses
+import json
+
 import pytest
 
 from prm_gym.agents import Agent, RandomAgent, WalkthroughAgent
@@ -50,3 +53,45 @@ def test_evaluate_is_deterministic_under_a_seed(alfworld_data_dir):
     again = evaluate(make_agent("random", seed=5), config, progress=False)
     assert first == again and [r.steps for r in first] == [8, 8, 8]
     assert len({r.game_file for r in first}) == 3
+
+
+class Interrupt(RandomAgent):
+    """A random agent that stops the evaluation (like Ctrl-C) when it starts its ``stop_at``-th episode."""
+
+    def __init__(self, stop_at):
+        super().__init__()
+        self.stop_at, self.episodes = stop_at, 0
+
+    def reset(self, seed=None):
+        self.episodes += 1
+        if self.episodes == self.stop_at:
+            raise KeyboardInterrupt
+        super().reset(seed)
+
+
+def test_outputs_are_complete_and_a_resumed_run_gives_the_same_table(tmp_path):
+    config = EvalConfig(agent="random", split="tiny", max_episode_steps=6, seed=3, output_dir=str(tmp_path / "a"))
+    whole = evaluate(RandomAgent(), config, progress=False)
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert results["config"]["split"] == "tiny" and results["agent"] == "random"
+    assert results["summary"]["All"]["games"] == 6.0 and "success %" in results["table"]
+    episodes = [json.loads(line) for line in (tmp_path / "a" / "episodes.jsonl").read_text().splitlines()]
+    assert [e["index"] for e in episodes] == list(range(6)) and all(len(e["actions"]) == e["steps"] for e in episodes)
+    assert (tmp_path / "a" / "success.png").read_bytes().startswith(b"\x89PNG")
+
+    resumed = dataclasses.replace(config, output_dir=str(tmp_path / "b"))
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(Interrupt(stop_at=4), resumed, progress=False)
+    with open(tmp_path / "b" / "episodes.jsonl", "a") as f:
+        f.write('{"game_file": "cut sh')  # a write cut short by the interruption
+    assert len((tmp_path / "b" / "episodes.jsonl").read_text().splitlines()) == 4
+    assert evaluate(RandomAgent(), resumed, progress=False) == whole
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["table"] == results["table"]
+    assert len((tmp_path / "b" / "episodes.jsonl").read_text().splitlines()) == 6
+
+
+def test_an_output_folder_of_another_evaluation_is_refused(tmp_path):
+    config = EvalConfig(agent="walkthrough", split="tiny", num_games=1, output_dir=str(tmp_path))
+    evaluate(WalkthroughAgent(), config, progress=False)
+    with pytest.raises(ValueError, match="another config"):
+        evaluate(WalkthroughAgent(), dataclasses.replace(config, num_games=2), progress=False)

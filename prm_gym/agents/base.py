@@ -53,8 +53,8 @@ class Agent(ABC):
     def decide(self, contexts: Sequence[Context]) -> list[Decision]:
         """Return one decision per context, in order (the contexts are independent states)."""
 
-    def reset(self) -> None:
-        """Forget the episode: the next :meth:`act` starts a new one."""
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the episode: the next :meth:`act` starts a new one; ``seed`` reseeds a stochastic agent."""
         self._context = None
 
     def act(self, observation: str, info: Mapping[str, Any]) -> str:

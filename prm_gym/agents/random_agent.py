@@ -28,6 +28,12 @@ class RandomAgent(Agent):
         super().__init__()
         self._rng = np.random.default_rng(seed)
 
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the episode; with ``seed``, restart the random stream from it (else it continues)."""
+        super().reset(seed)
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+
     def decide(self, contexts: Sequence[Context]) -> list[Decision]:
         """Return one of each context's admissible commands (the random stream continues across episodes)."""
         decisions = []
