@@ -4,7 +4,7 @@ import gymnasium as gym
 import pytest
 
 import prm_gym  # noqa: F401  (registers the environments)
-from prm_gym.agents import Agent, Decision, ExpertAgent, RandomAgent, WalkthroughAgent
+from prm_gym.agents import Agent, BestOfNAgent, Decision, ExpertAgent, RandomAgent, WalkthroughAgent
 from prm_gym.agents.walkthrough_agent import walkthrough_of
 from prm_gym.envs.alfworld.data import list_games
 from prm_gym.prm import Context
@@ -95,3 +95,79 @@ def test_decide_is_batched_over_independent_contexts(env):
 def test_contexts_without_a_game_file_are_refused():
     with pytest.raises(ValueError, match="game_file"):
         WalkthroughAgent().decide([Context(task="t", observation="o", admissible_commands=("look",))])
+
+
+class Recorder:
+    """Scores actions from a table (0.5 for the rest) and records each call's batch."""
+
+    def __init__(self, table):
+        self.table, self.calls = table, []
+
+    def score(self, contexts):
+        self.calls.append([c.action for c in contexts])
+        return [self.table.get(c.action, 0.5) for c in contexts]
+
+
+class Scripted(Agent):
+    """Proposes a fixed list of decisions, in turn."""
+
+    def __init__(self, decisions):
+        super().__init__()
+        self.decisions, self.i = decisions, 0
+
+    def decide(self, contexts):
+        out = []
+        for _ in contexts:
+            out.append(self.decisions[self.i % len(self.decisions)])
+            self.i += 1
+        return out
+
+
+def test_best_of_n_picks_the_highest_scoring_candidate_in_one_batched_call(env):
+    obs, info = env.reset(options={"game": 0})
+    first = Context.from_reset(obs, info)
+    contexts = [first, first.propose("look").advance(obs, info)]
+    table = {c: i / 100 for i, c in enumerate(info["admissible_commands"])}
+    model = Recorder(table)
+    agent = BestOfNAgent(RandomAgent(seed=1), model, n=6)
+    decisions = agent.decide(contexts)
+    (scored,) = model.calls  # one call for both contexts
+    assert 2 <= len(scored) <= 12
+    samples = RandomAgent(seed=1).sample(contexts, 6)  # the same policy stream: the candidates of each context
+    for decision, candidates in zip(decisions, samples, strict=True):
+        actions = {d.action for d in candidates}
+        assert decision.action == max(actions, key=table.get)
+    assert sorted(scored) == sorted(a for candidates in samples for a in {d.action for d in candidates})
+    assert len(agent.score_spreads) == 2 and all(s >= 0 for s in agent.score_spreads)
+
+
+def test_best_of_n_breaks_ties_by_policy_likelihood_and_keeps_reasons():
+    context = Context(task="t", observation="o", admissible_commands=("a", "b", "c"))
+    policy = Scripted([Decision("a", "first", -2.0), Decision("b", "likelier", -0.5), Decision("a", "again", -0.1),
+                       Decision("c", None, None)])
+    agent = BestOfNAgent(policy, Recorder({"a": 0.9, "b": 0.9, "c": 0.1}), n=4)
+    (decision,) = agent.decide([context])
+    assert decision == Decision("b", "likelier", -0.5)  # "a"'s first sample (logprob -2.0) is the one kept
+    assert agent.score_spreads == [pytest.approx(0.8)]
+
+
+def test_best_of_n_plays_a_game_with_an_expert_as_its_judge(env):
+    class ExpertJudge:
+        def score(self, contexts):
+            return [1.0 if ExpertAgent().decide([c.propose(None)])[0].action == c.action else 0.0 for c in contexts]
+
+    obs, info = env.reset(options={"game": 1})
+    agent = BestOfNAgent(RandomAgent(seed=0), ExpertJudge(), n=64)
+    agent.reset(seed=0)
+    for _ in range(30):
+        obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
+        if terminated or truncated:
+            break
+    assert info["won"]
+
+
+def test_best_of_n_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="`n`"):
+        BestOfNAgent(RandomAgent(), Recorder({}), n=0)
+    with pytest.raises(TypeError, match="score"):
+        BestOfNAgent(RandomAgent(), object(), n=2)

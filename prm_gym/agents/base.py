@@ -20,10 +20,12 @@ __all__ = ["Agent", "Decision"]
 
 @dataclass(frozen=True)
 class Decision:
-    """An agent's choice at one state: the command, and the reason it gave (if any)."""
+    """An agent's choice at one state: the command, the reason it gave and its log-likelihood (if known)."""
 
     action: str
     reason: str | None = None
+    #: log p(decision | context) under the agent's policy, for agents that know it (LLMs, uniform random).
+    logprob: float | None = None
 
 
 class Agent(ABC):
@@ -52,6 +54,15 @@ class Agent(ABC):
     @abstractmethod
     def decide(self, contexts: Sequence[Context]) -> list[Decision]:
         """Return one decision per context, in order (the contexts are independent states)."""
+
+    def sample(self, contexts: Sequence[Context], n: int) -> list[list[Decision]]:
+        """Return ``n`` decisions per context (duplicates possible): :meth:`decide` on ``n`` copies of each.
+
+        Stochastic agents give varied candidates this way; agents that can sample in one call (LLMs) override it.
+        """
+        repeated = [context for context in contexts for _ in range(n)]
+        decisions = self.decide(repeated)
+        return [decisions[i * n : (i + 1) * n] for i in range(len(contexts))]
 
     def reset(self, seed: int | None = None) -> None:
         """Forget the episode: the next :meth:`act` starts a new one; ``seed`` reseeds a stochastic agent."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,5 +42,6 @@ class RandomAgent(Agent):
             commands = context.admissible_commands
             if not commands:
                 raise ValueError("RandomAgent needs `admissible_commands`; this context has none.")
-            decisions.append(Decision(commands[int(self._rng.integers(len(commands)))]))
+            choice = commands[int(self._rng.integers(len(commands)))]
+            decisions.append(Decision(choice, logprob=-math.log(len(commands))))
         return decisions

@@ -1,0 +1,76 @@
+"""Best-of-N: sample N candidate actions from a policy, keep the one a reward model scores highest."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+from prm_gym.agents.base import Agent, Decision
+from prm_gym.prm.base import RewardModel
+from prm_gym.prm.context import Context
+
+__all__ = ["BestOfNAgent"]
+
+logger = logging.getLogger(__name__)
+
+
+class BestOfNAgent(Agent):
+    """The paper's inference-time use of a PRM: per turn, ``n`` samples, one batched ``score``, the best kept.
+
+    Candidates are deduplicated by action (the first sample of an action keeps its reason); ties in score go to
+    the candidate the policy found more likely, then to the earlier one. ``score_spreads`` records, per turn,
+    the best minus the worst candidate score (0 when all candidates agree).
+
+    Example:
+        >>> from prm_gym.agents import RandomAgent
+        >>> class PrefersLook:
+        ...     def score(self, contexts):
+        ...         return [1.0 if c.action == "look" else 0.0 for c in contexts]
+        >>> agent = BestOfNAgent(RandomAgent(seed=0), PrefersLook(), n=8)
+        >>> agent.act("", {"admissible_commands": ["look", "inventory", "go to desk 1"]})
+        'look'
+    """
+
+    def __init__(self, policy: Agent, reward_model: RewardModel, n: int = 16) -> None:
+        """Wrap ``policy``; ``n`` candidates per turn are scored by ``reward_model``."""
+        super().__init__()
+        if n < 1:
+            raise ValueError(f"`n` should be at least 1. Received {n}.")
+        if not callable(getattr(reward_model, "score", None)):
+            raise TypeError(f"`reward_model` must have a `score(contexts)` method; got {type(reward_model).__name__}.")
+        self.policy, self.reward_model, self.n = policy, reward_model, n
+        self.name = f"best-of-{n}({policy.name})"
+        #: Best minus worst candidate score, one entry per decided context.
+        self.score_spreads: list[float] = []
+
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the episode and reset the policy (with ``seed``)."""
+        super().reset(seed)
+        self.policy.reset(seed)
+
+    def decide(self, contexts: Sequence[Context]) -> list[Decision]:
+        """Return, for each context, the highest-scoring of the policy's deduplicated samples."""
+        candidates = []
+        for samples in self.policy.sample(contexts, self.n):
+            unique: dict[str, Decision] = {}
+            for decision in samples:
+                unique.setdefault(decision.action, decision)
+            candidates.append(list(unique.values()))
+        pairs = zip(contexts, candidates, strict=True)
+        proposals = [context.propose(d.action, d.reason) for context, group in pairs for d in group]
+        scores = list(self.reward_model.score(proposals))
+        if len(scores) != len(proposals):
+            raise ValueError(f"The reward model returned {len(scores)} scores for {len(proposals)} candidates.")
+        decisions, offset = [], 0
+        for group in candidates:
+            group_scores = scores[offset : offset + len(group)]
+            offset += len(group)
+            best = max(
+                range(len(group)),
+                key=lambda i: (group_scores[i], -math.inf if group[i].logprob is None else group[i].logprob, -i),
+            )
+            self.score_spreads.append(max(group_scores) - min(group_scores))
+            logger.debug("best-of-%d: %d candidates, scores %s", self.n, len(group), group_scores)
+            decisions.append(group[best])
+        return decisions
