@@ -1,8 +1,9 @@
 """The Gymnasium environment shared by every text game: text in, text out, one game per episode.
 
 :class:`TextGameEnv` holds the list of games, picks one per episode (seeded), drives a
-:class:`~prm_gym.envs.engine.TextWorldEngine` and builds ``info``. :class:`~prm_gym.envs.textworld_env.TextWorldEnv`
-and :class:`~prm_gym.envs.alfworld.env.ALFWorldEnv` only say which games and which extra ``info``.
+:class:`~prm_gym.envs.engine.GameEngine`, builds ``info``, and snapshots and restores its state
+(:class:`EnvSnapshot`). :class:`~prm_gym.envs.textworld_env.TextWorldEnv` and
+:class:`~prm_gym.envs.alfworld.env.ALFWorldEnv` only say which games, which engine and which extra ``info``.
 """
 
 from __future__ import annotations
@@ -11,16 +12,24 @@ import os
 import string
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from prm_gym.envs.engine import GameTurn, TextWorldEngine
+from prm_gym.envs.engine import EngineSnapshot, GameEngine, GameTurn, TextWorldEngine
 from prm_gym.envs.spaces import GameText
 
-__all__ = ["TEXT_CHARSET", "ACTION_CHARSET", "MAX_OBSERVATION_LENGTH", "MAX_ACTION_LENGTH", "TextGameEnv"]
+__all__ = [
+    "TEXT_CHARSET",
+    "ACTION_CHARSET",
+    "MAX_OBSERVATION_LENGTH",
+    "MAX_ACTION_LENGTH",
+    "EnvSnapshot",
+    "TextGameEnv",
+]
 
 #: Characters of observations and actions: printable ASCII, Latin-1 letters and typographic punctuation,
 #: which covers ALFWorld's grammar and the text of TextWorld's generated games.
@@ -35,6 +44,30 @@ ACTION_CHARSET: str = string.ascii_letters + string.digits + string.punctuation 
 MAX_ACTION_LENGTH = 198
 
 
+@dataclass(frozen=True)
+class EnvSnapshot:
+    """A text-game env's state after a reset or step: immutable and picklable (see :meth:`TextGameEnv.snapshot`).
+
+    Example:
+        >>> from prm_gym.envs.alfworld import ALFWorldEnv
+        >>> env = ALFWorldEnv("tiny", backend="fast")
+        >>> obs, info = env.reset(seed=0)
+        >>> _ = env.step("look")
+        >>> snapshot = env.snapshot()
+        >>> snapshot.steps, snapshot.invalid_action, snapshot.engine.turn.feedback == env.render()
+        (1, False, True)
+    """
+
+    #: The engine's game state (its game file and the turn that led there included).
+    engine: EngineSnapshot
+    #: Whether the command that led here was inadmissible (False after a reset).
+    invalid_action: bool
+    #: Steps taken since the reset (what Gymnasium's ``TimeLimit`` had counted).
+    steps: int
+    #: The env subclass's own per-episode state (e.g. ALFWorld's task sentence).
+    episode: tuple[Any, ...]
+
+
 class TextGameEnv(gym.Env[str, str]):
     """A text game as a Gymnasium environment: observations and actions are strings.
 
@@ -44,7 +77,17 @@ class TextGameEnv(gym.Env[str, str]):
     ``info`` carries ``admissible_commands`` (sorted), ``game_file``, ``won``, ``lost``, ``score``,
     ``invalid_action`` (the command was not admissible) and, on reset, the game's ``walkthrough``.
 
-    Subclasses pick the games and the engine's wrappers, and add to ``info`` in :meth:`_extra_info`.
+    :meth:`snapshot` and :meth:`restore` branch an episode from any state (through ``env.unwrapped`` or
+    ``env.get_wrapper_attr``). Subclasses pick the games and the engine, add to ``info`` in :meth:`_extra_info`,
+    and put any per-episode state of their own in snapshots through :meth:`_episode_state`.
+
+    Example:
+        >>> from prm_gym.envs.alfworld import list_games
+        >>> env = TextGameEnv(list_games("tiny"), shuffle=False)
+        >>> obs, info = env.reset()
+        >>> obs, reward, terminated, truncated, info = env.step("dance")
+        >>> obs, reward, info["invalid_action"]
+        ('Nothing happens.', 0.0, True)
     """
 
     # Text has no frame rate; `render_fps` is declared because Gymnasium's checker asks every renderer for one.
@@ -56,7 +99,7 @@ class TextGameEnv(gym.Env[str, str]):
         *,
         shuffle: bool = True,
         render_mode: str | None = None,
-        engine: TextWorldEngine | None = None,
+        engine: GameEngine | None = None,
     ) -> None:
         """Create the environment over ``game_files`` (at least one)."""
         if not game_files:
@@ -67,12 +110,14 @@ class TextGameEnv(gym.Env[str, str]):
         self.game_files: list[Path] = [Path(p) for p in game_files]
         self.shuffle = shuffle
         self.render_mode = render_mode
-        self.engine = engine if engine is not None else TextWorldEngine()
+        self.engine: GameEngine = engine if engine is not None else TextWorldEngine()
         self.observation_space = GameText(max_length=MAX_OBSERVATION_LENGTH, min_length=0, charset=TEXT_CHARSET)
         self.action_space = GameText(max_length=MAX_ACTION_LENGTH, min_length=0, charset=ACTION_CHARSET)
         self._order: list[int] = []
         self._cursor = 0
         self._turn: GameTurn | None = None
+        self._invalid_action = False
+        self._steps = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start a game: the next in order, or ``options["game"]`` (an index into ``game_files`` or a path)."""
@@ -82,9 +127,8 @@ class TextGameEnv(gym.Env[str, str]):
         game_file = self._choose_game((options or {}).get("game"))
         self.engine.load(game_file)
         self._turn = self.engine.reset()
-        info = self._info(self._turn, invalid_action=False)
-        info["walkthrough"] = list(self.engine.walkthrough or [])
-        return self._turn.feedback, info
+        self._invalid_action, self._steps = False, 0
+        return self._turn.feedback, self._reset_info(self._turn)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         """Send a command; an inadmissible one is still sent and flagged with ``info["invalid_action"]``."""
@@ -96,9 +140,51 @@ class TextGameEnv(gym.Env[str, str]):
             )
         previous = self._turn
         self._turn = self.engine.step(action)
+        self._steps += 1
         reward = self._turn.score - previous.score
-        invalid = action.strip() not in previous.admissible_commands
-        return self._turn.feedback, reward, self._turn.won or self._turn.lost, False, self._info(self._turn, invalid)
+        self._invalid_action = action.strip() not in previous.admissible_commands
+        terminated = self._turn.won or self._turn.lost
+        return self._turn.feedback, reward, terminated, False, self._info(self._turn, self._invalid_action)
+
+    def snapshot(self) -> EnvSnapshot:
+        """Return the env's state: the engine's game state and the env's own (immutable and picklable).
+
+        :meth:`restore` puts it back, in this env or in any env of the same class (another process too: an
+        ``AsyncVectorEnv`` sub-env gets one with ``envs.call("restore", snapshot)``). What a snapshot costs
+        depends on the engine: the fast ALFWorld engine copies nothing (constant time); TextWorld's engine
+        records the commands since reset and replays them on restore (O(steps since reset)).
+
+        Raises:
+            gymnasium.error.ResetNeeded: before the first :meth:`reset`.
+        """
+        if self._turn is None:
+            raise gym.error.ResetNeeded("Call `reset()` before `snapshot()`.")
+        return EnvSnapshot(self.engine.snapshot(), self._invalid_action, self._steps, self._episode_state())
+
+    def restore(self, snapshot: EnvSnapshot) -> tuple[str, dict[str, Any]]:
+        """Put the env back in a :meth:`snapshot`'s state; return its observation and ``info``, as :meth:`reset` does.
+
+        ``info`` is the one the reset or step that reached the state returned (its ``invalid_action`` included),
+        plus the game's ``walkthrough``. The game is loaded first when the env was on another one. The episode
+        continues from there: the next :meth:`step` plays from the restored state; the order of games for later
+        resets and the env's random generator are not part of the state and are left as they are.
+
+        Gymnasium's ``TimeLimit`` (added by ``gym.make``) counts steps outside the env, and ``restore`` does not
+        rewind its counter. An estimator that branches rollouts should restore through ``env.unwrapped`` and cap
+        each rollout itself, at ``max_episode_steps - snapshot.steps`` steps (``steps`` counts from the reset, as
+        ``TimeLimit`` does); or ``reset`` the wrapped env before each ``restore``, which sets the counter to 0 (the
+        branch then gets a whole ``max_episode_steps``, at the cost of a reset).
+
+        Raises:
+            TypeError: when ``snapshot`` is not an :class:`EnvSnapshot`.
+        """
+        if not isinstance(snapshot, EnvSnapshot):
+            raise TypeError(f"`restore` takes an EnvSnapshot from `snapshot()`. Received {type(snapshot).__name__}.")
+        self.engine.load(snapshot.engine.game_file)
+        self._turn = self.engine.restore(snapshot.engine)
+        self._invalid_action, self._steps = snapshot.invalid_action, snapshot.steps
+        self._set_episode_state(snapshot.episode)
+        return self._turn.feedback, self._reset_info(self._turn)
 
     def render(self) -> str | None:
         """``ansi``: return the last text; ``human``: write it to stdout."""
@@ -132,6 +218,11 @@ class TextGameEnv(gym.Env[str, str]):
             f"`options['game']` should be an index into `game_files` or a game file path. Received {game!r}."
         )
 
+    def _reset_info(self, turn: GameTurn) -> dict[str, Any]:
+        info = self._info(turn, self._invalid_action)
+        info["walkthrough"] = list(self.engine.walkthrough or [])
+        return info
+
     def _info(self, turn: GameTurn, invalid_action: bool) -> dict[str, Any]:
         info: dict[str, Any] = {
             "admissible_commands": list(turn.admissible_commands),
@@ -147,3 +238,10 @@ class TextGameEnv(gym.Env[str, str]):
     def _extra_info(self, turn: GameTurn) -> dict[str, Any]:
         """Game-family-specific ``info`` entries; the base class adds none."""
         return {}
+
+    def _episode_state(self) -> tuple[Any, ...]:
+        """Return the subclass's per-episode state, for snapshots (immutable); the base class has none."""
+        return ()
+
+    def _set_episode_state(self, state: tuple[Any, ...]) -> None:
+        """Put back what :meth:`_episode_state` returned."""

@@ -1,7 +1,8 @@
-"""``prm_gym/ALFWorld-v0``: ALFWorld's text games, played by ALFWorld's own text engine."""
+"""``prm_gym/ALFWorld-v0``: ALFWorld's text games, played by the fast engine or by ALFWorld's own text engine."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -10,20 +11,50 @@ from typing import Any
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
 
 from prm_gym.envs.alfworld.data import list_games
+from prm_gym.envs.alfworld.fast import FastALFWorldEngine
 from prm_gym.envs.alfworld.tasks import task_type_of_game_dir
-from prm_gym.envs.engine import GameTurn, TextWorldEngine
+from prm_gym.envs.engine import GameEngine, GameTurn, TextWorldEngine
 from prm_gym.envs.text_game_env import TextGameEnv
 
-__all__ = ["ALFWorldEnv"]
+__all__ = ["ALFWorldEnv", "BACKENDS", "DEFAULT_BACKEND", "make_engine"]
 
 _TASK_PATTERN = re.compile(r"Your task is to: (.*)")
+
+#: The engines that play ALFWorld's games: ``"fast"`` (:class:`~prm_gym.envs.alfworld.fast.FastALFWorldEngine`,
+#: state snapshots in constant time) and ``"textworld"`` (TextWorld's PDDL engine with ALFWorld's demangler,
+#: the reference); both give the same turns, step for step.
+BACKENDS = ("fast", "textworld")
+#: The engine ``ALFWorldEnv`` uses unless told otherwise.
+DEFAULT_BACKEND = "textworld"
+
+
+def make_engine(backend: str = DEFAULT_BACKEND) -> GameEngine:
+    """Return a new engine for ALFWorld's games: ``"fast"`` or ``"textworld"`` (see :data:`BACKENDS`).
+
+    Raises:
+        ValueError: on another name.
+
+    Example:
+        >>> type(make_engine("fast")).__name__
+        'FastALFWorldEngine'
+    """
+    if backend == "fast":
+        return FastALFWorldEngine()
+    if backend == "textworld":
+        return TextWorldEngine(wrappers=[AlfredDemangler(shuffle=False)])
+    close = difflib.get_close_matches(str(backend), BACKENDS, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"`backend` should be one of {BACKENDS}. Received {backend!r}.{hint}")
 
 
 class ALFWorldEnv(TextGameEnv):
     """ALFWorld's household text games (Shridhar et al., 2021) as a Gymnasium environment.
 
-    Games are ALFWorld's ``game.tw-pddl`` files, played by TextWorld's PDDL engine with ALFWorld's
-    demangler (objects read "apple 1", as published ALFWorld agents see them). An inadmissible or empty
+    Games are ALFWorld's ``game.tw-pddl`` files, played as TextWorld's PDDL engine with ALFWorld's demangler
+    plays them (objects read "apple 1", as published ALFWorld agents see them), by the engine ``backend``
+    names (:data:`BACKENDS`): ``"fast"`` gives the same turns much faster, with constant-time
+    :meth:`~prm_gym.envs.text_game_env.TextGameEnv.snapshot` / ``restore``; ``"textworld"`` is the reference,
+    whose snapshots replay the commands since reset. An inadmissible or empty
     command returns "Nothing happens."; winning gives reward 1.0 and ends the episode. Register-time
     ``max_episode_steps`` is 30 (the AgentPRM paper's cap); ``gym.make(..., max_episode_steps=N)`` changes it.
 
@@ -43,6 +74,16 @@ class ALFWorldEnv(TextGameEnv):
         (1.0, True, True)
         >>> env.step("dance")[0]
         'Nothing happens.'
+
+        Branching from a state (the ``fast`` backend restores in constant time):
+
+        >>> env = gym.make("prm_gym/ALFWorld-v0", split="tiny", task_types="look", backend="fast")
+        >>> obs, info = env.reset(seed=0)
+        >>> saved = env.unwrapped.snapshot()
+        >>> env.step(info["walkthrough"][0])[0] != obs
+        True
+        >>> env.unwrapped.restore(saved)[0] == obs
+        True
     """
 
     def __init__(
@@ -54,17 +95,18 @@ class ALFWorldEnv(TextGameEnv):
         game_files: Sequence[str | os.PathLike[str]] | None = None,
         shuffle: bool = True,
         render_mode: str | None = None,
+        backend: str = DEFAULT_BACKEND,
     ) -> None:
-        """Create the env over a split's games (``game_files`` instead, when given), filtered by ``task_types``."""
+        """Create the env over a split's games (``game_files`` instead, when given), filtered by ``task_types``.
+
+        ``backend`` names the engine (:data:`BACKENDS`).
+        """
+        engine = make_engine(backend)
         if game_files is None:
             game_files = list_games(split, data_dir=data_dir, task_types=task_types)
         self.split = split
-        super().__init__(
-            game_files,
-            shuffle=shuffle,
-            render_mode=render_mode,
-            engine=TextWorldEngine(wrappers=[AlfredDemangler(shuffle=False)]),
-        )
+        self.backend = backend
+        super().__init__(game_files, shuffle=shuffle, render_mode=render_mode, engine=engine)
         self._task = ""
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -75,6 +117,12 @@ class ALFWorldEnv(TextGameEnv):
         self._task = match.group(1).strip() if match else ""
         info["task"] = self._task
         return obs, info
+
+    def _episode_state(self) -> tuple[Any, ...]:
+        return (self._task,)
+
+    def _set_episode_state(self, state: tuple[Any, ...]) -> None:
+        (self._task,) = state
 
     def _extra_info(self, turn: GameTurn) -> dict[str, Any]:
         game_dir = os.path.basename(os.path.dirname(os.path.dirname(str(self.engine.game_file))))

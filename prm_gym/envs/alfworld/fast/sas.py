@@ -1,0 +1,274 @@
+"""SAS+ operators for the fast engine: ground action variants translated as fast_downward's translator does.
+
+TextWorld's ``PddlEnv`` applies fast_downward's SAS+ operators, so the fast engine needs the same operators:
+the same effects (add effects the precondition already implies dropped, deletes of unreachable atoms
+dropped, conditional effects pruned as ``translate.py`` prunes them) in the same order, since TextWorld
+updates its fact set with every effect of an operator, in order, whether its condition fired or not.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+from prm_gym.envs.alfworld.fast.atoms import Atom, negated
+from prm_gym.envs.alfworld.fast.pddl import ActionSchema
+
+__all__ = ["GroundOperator", "SasEffect", "SasTranslator", "Variant"]
+
+#: An SAS+ effect: (atom, value set, condition as ((atom, value), ...)).
+SasEffect = tuple[Atom, bool, tuple[tuple[Atom, bool], ...]]
+
+
+class GroundOperator(NamedTuple):
+    """A ground action (one precondition variant) as fast_downward's translator emits it.
+
+    Example:
+        >>> from prm_gym.envs.alfworld.data import list_games
+        >>> from prm_gym.envs.alfworld.fast.grounding import GroundGame
+        >>> from prm_gym.envs.alfworld.fast.pddl import load_game_json, parse_domain
+        >>> data = load_game_json(list_games("tiny", task_types="look")[0])
+        >>> game = GroundGame(parse_domain(data["pddl_domain"]), data["pddl_problem"])
+        >>> go = game.applicable(game.initial_true)[0]  # go to bed 1
+        >>> [(atom[0], value) for atom, value, _ in go.effects]  # the agent arrives at the bed, leaves its start
+        [('atlocation', True), ('atlocation', False)]
+        >>> sorted(atom[0] for atom in go.text_add)  # TextWorld's fact set keeps a "not_" fact for the deleted one
+        ['atlocation', 'not_atlocation']
+    """
+
+    #: ``(action name, argument, ...)`` over the action's own parameters: fast_downward's operator name.
+    key: tuple[str, ...]
+    #: Fluent atoms that must hold / must not hold.
+    pre_true: tuple[Atom, ...]
+    pre_false: tuple[Atom, ...]
+    #: SAS+ effects in fast_downward's order (sorted), conditions kept.
+    effects: tuple[SasEffect, ...]
+    #: Unconditional summary of the effects on the true state, or None when some effect is conditional.
+    true_add: frozenset[Atom] | None
+    true_del: frozenset[Atom] | None
+    #: What TextWorld's fact set gains and loses (all effects applied, the last one on an atom winning).
+    text_add: frozenset[Atom]
+    text_del: frozenset[Atom]
+    #: Predicates of the atoms the effects may change.
+    predicates: frozenset[str]
+
+
+class Variant:
+    """A relaxed-reachable ground variant of an action; its SAS+ operator is translated the first time it is needed.
+
+    :class:`~prm_gym.envs.alfworld.fast.grounding.GroundGame` makes them (see its example); a variant is an
+    action bound to objects, one per disjunct of its precondition.
+    """
+
+    __slots__ = ("key", "action", "binding", "pre_true", "pre_false", "translated", "op")
+
+    def __init__(
+        self,
+        key: tuple[str, ...],
+        action: ActionSchema,
+        binding: dict[str, str],
+        pre_true: tuple[Atom, ...],
+        pre_false: tuple[Atom, ...],
+    ) -> None:
+        """Hold ``action`` bound by ``binding`` (named ``key``), its fluent precondition split by sign."""
+        #: fast_downward's operator name: ``(action name, argument, ...)``.
+        self.key = key
+        self.action = action
+        #: Every parameter of the variant (the action's and the existential ones) to an object.
+        self.binding = binding
+        #: Fluent atoms that must hold / must not hold.
+        self.pre_true = pre_true
+        self.pre_false = pre_false
+        #: Whether :attr:`op` has been computed (it may be None: an operator that changes nothing).
+        self.translated = False
+        #: The SAS+ operator, once translated.
+        self.op: GroundOperator | None = None
+
+
+class SasTranslator:
+    """Translates a game's ground variants into SAS+ operators.
+
+    Args:
+        fluent_predicates: predicates some action changes.
+        reachable: the fluent atoms fast_downward finds relaxed-reachable (its SAS+ variables).
+        holds_static: whether a static fact (or an ``=`` test) holds.
+
+    :class:`~prm_gym.envs.alfworld.fast.grounding.GroundGame` owns one and translates its variants on first
+    use (see :class:`GroundOperator`'s example for what comes out).
+    """
+
+    def __init__(
+        self,
+        fluent_predicates: frozenset[str],
+        reachable: frozenset[Atom],
+        holds_static: Callable[[str, tuple[str, ...]], bool],
+    ) -> None:
+        self._fluent = fluent_predicates
+        self._reachable = reachable
+        self._holds_static = holds_static
+
+    def translate(self, variant: Variant) -> GroundOperator | None:
+        """Return the variant's SAS+ operator as fast_downward's ``translate_strips_operator`` builds it.
+
+        Returns None when the operator changes nothing (fast_downward drops it).
+        """
+        action, binding = variant.action, variant.binding
+        pre = {atom: True for atom in variant.pre_true}
+        pre.update((atom, False) for atom in variant.pre_false)
+        if not any(effect.condition for effect in action.effects):
+            return self._unconditional(variant, pre)
+        fluent = self._fluent
+        reachable = self._reachable
+        adds: list[tuple[tuple[tuple[Atom, bool], ...], Atom]] = []
+        dels: list[tuple[tuple[tuple[Atom, bool], ...], Atom]] = []
+        for effect in action.effects:
+            condition: list[tuple[Atom, bool]] = []
+            possible = True
+            for pred, args, positive in effect.condition:
+                ground = tuple(binding.get(a, a) for a in args)
+                if pred in fluent:
+                    atom = (pred, *ground)
+                    if atom in reachable:
+                        condition.append((atom, positive))
+                    elif positive:
+                        possible = False
+                        break
+                elif self._holds_static(pred, ground) != positive:
+                    possible = False
+                    break
+            if not possible:
+                continue
+            pred, args, positive = effect.literal
+            atom = (pred, *(binding.get(a, a) for a in args))
+            if positive:
+                adds.append((tuple(condition), atom))
+            elif atom in reachable:
+                dels.append((tuple(condition), atom))
+        dels = [(cond, atom) for cond, atom in dels if (cond, atom) not in adds]
+
+        by_atom: dict[Atom, dict[bool, list[dict[Atom, bool]]]] = defaultdict(lambda: defaultdict(list))
+        add_conditions: dict[Atom, list[tuple[tuple[Atom, bool], ...]]] = defaultdict(list)
+        for cond, atom in adds:
+            translated = _translate_condition(cond)
+            if translated is None:
+                continue
+            by_atom[atom][True].append(translated)
+            add_conditions[atom].append(cond)
+        del_by_atom: dict[Atom, list[dict[Atom, bool]]] = defaultdict(list)
+        for cond, atom in dels:
+            translated = _translate_condition(cond)
+            if translated is None:
+                continue
+            del_by_atom[atom].append(translated)
+        for atom, conds in del_by_atom.items():
+            no_add = _negate_dnf(add_conditions[atom])
+            if no_add is None:
+                continue  # some add effect on the atom always fires
+            for guarded in conds:
+                if guarded.get(atom, True) is not True:
+                    continue
+                guarded[atom] = True
+                for extra in no_add:
+                    merged = dict(guarded)
+                    if all(merged.setdefault(a, v) == v for a, v in extra.items()):
+                        by_atom[atom][False].append(merged)
+        effects: set[SasEffect] = set()
+        for atom, on_atom in by_atom.items():
+            pre_value = pre.get(atom)
+            for post, conds in on_atom.items():
+                if pre_value == post:
+                    continue
+                lists = [sorted(c.items()) for c in conds]
+                # prune_stupid_effect_conditions (binary variables)
+                if (not post) not in on_atom and lists != [[]]:
+                    for c in lists:
+                        while (atom, not post) in c:
+                            c.remove((atom, not post))
+                        if not c:
+                            lists = [[]]
+                            break
+                for c in lists:
+                    filtered = []
+                    contradicts = False
+                    for cond_atom, value in c:
+                        if cond_atom in pre:
+                            if pre[cond_atom] != value:
+                                contradicts = True
+                                break
+                        else:
+                            filtered.append((cond_atom, value))
+                    if not contradicts:
+                        effects.add((atom, post, tuple(filtered)))
+        return _operator(variant, effects)
+
+    def _unconditional(self, variant: Variant, pre: dict[Atom, bool]) -> GroundOperator | None:
+        """Translate a variant without conditional effects (the common case of :meth:`translate`).
+
+        An add effect whose atom the precondition already requires is dropped; a delete effect is dropped
+        when its atom is unreachable, also added, or already required false; the guard fast_downward puts
+        on a delete (the atom must hold) is pruned away again since nothing adds the atom.
+        """
+        binding = variant.binding
+        added: set[Atom] = set()
+        deleted: list[Atom] = []
+        for effect in variant.action.effects:
+            pred, args, positive = effect.literal
+            atom = (pred, *(binding.get(a, a) for a in args))
+            if positive:
+                added.add(atom)
+            else:
+                deleted.append(atom)
+        effects: set[SasEffect] = {(atom, True, ()) for atom in added if pre.get(atom) is not True}
+        reachable = self._reachable
+        for atom in deleted:
+            if atom in reachable and atom not in added and pre.get(atom) is not False:
+                effects.add((atom, False, ()))
+        return _operator(variant, effects)
+
+
+def _translate_condition(condition: Iterable[tuple[Atom, bool]]) -> dict[Atom, bool] | None:
+    """Turn a conjunction of literals into a partial assignment (None when contradictory)."""
+    result: dict[Atom, bool] = {}
+    for atom, value in condition:
+        if result.setdefault(atom, value) != value:
+            return None
+    return result
+
+
+def _operator(variant: Variant, effects: set[SasEffect]) -> GroundOperator | None:
+    if not effects:
+        return None  # fast_downward drops operators that change nothing
+    # fast_downward sorts effects by (variable, pre, post, condition): on one atom, True (value 0) first.
+    ordered = tuple(sorted(effects, key=lambda e: (e[0], not e[1], e[2])))
+    final: dict[Atom, bool] = {}
+    for atom, value, _ in ordered:
+        final[atom] = value
+    text_add = frozenset(atom if value else negated(atom) for atom, value in final.items())
+    text_del = frozenset(negated(atom) if value else atom for atom, value in final.items())
+    true_add: frozenset[Atom] | None = None
+    true_del: frozenset[Atom] | None = None
+    if all(not cond for _, _, cond in ordered):
+        true_add = frozenset(a for a, v in final.items() if v)
+        true_del = frozenset(a for a, v in final.items() if not v)
+    predicates = frozenset(atom[0] for atom in final)
+    return GroundOperator(
+        variant.key, variant.pre_true, variant.pre_false, ordered, true_add, true_del, text_add, text_del, predicates
+    )
+
+
+def _negate_dnf(conditions: list[tuple[tuple[Atom, bool], ...]]) -> list[dict[Atom, bool]] | None:
+    """Negate a disjunction of conditions as fast_downward's ``negate_and_translate_condition`` does.
+
+    Returns None when some condition is always true.
+    """
+    if any(not cond for cond in conditions):
+        return None
+    negation: list[dict[Atom, bool]] = []
+    for combination in itertools.product(*conditions):
+        translated = _translate_condition((atom, not value) for atom, value in combination)
+        if translated is not None:
+            negation.append(translated)
+    return negation or None
+
