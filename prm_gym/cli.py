@@ -4,6 +4,10 @@ Usage::
 
     prm-gym data --archive ../shared/data/alfworld/json_2.1.2-tw-pddl.tar.xz
     prm-gym eval --agent random --split valid_unseen
+    prm-gym collect --agent random --split train --repeats 16 --output-dir runs/rollouts
+    prm-gym targets --rollouts runs/rollouts --output-dir runs/targets
+    prm-gym train-prm --targets runs/targets --model HuggingFaceTB/SmolLM2-135M-Instruct --output-dir runs/prm
+    prm-gym eval --agent best-of-n --reward-model runs/prm/model --split valid_unseen
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import tyro
 
 from prm_gym.envs.alfworld.data import ALFWORLD_RELEASE_URL, DataNotFoundError, list_games, prepare_data
-from prm_gym.evaluation import EvalConfig, evaluate, format_table, make_agent, summarize
+from prm_gym.evaluation import EvalConfig, agent_for, evaluate, format_table, make_agent, summarize
+from prm_gym.prm.targets import TargetsConfig, compute_targets, save_targets
+from prm_gym.prm.train_config import TrainPRMConfig
+from prm_gym.rollout.collect import CollectConfig, collect_rollouts, load_rollouts, load_rollouts_config
 
 
 @dataclass
@@ -48,14 +55,67 @@ def run_data(config: DataConfig) -> None:
 
 def run_eval(config: EvalConfig) -> None:
     """Evaluate a reference agent and print Table 1's layout."""
-    results = evaluate(make_agent(config.agent, seed=config.seed), config)
-    title = f"{config.agent} on {config.split} ({len(results)} games, cap {config.max_episode_steps} steps)"
+    agent = agent_for(config)
+    results = evaluate(agent, config)
+    title = f"{agent.name} on {config.split} ({len(results)} games, cap {config.max_episode_steps} steps)"
     print(format_table(summarize(results), title))
+
+
+@dataclass
+class CollectCommand(CollectConfig):
+    """Roll an agent out on ALFWorld games, each game `repeats` times, into a resumable rollouts folder."""
+
+    #: The agent: "random" picks admissible commands uniformly, "walkthrough" replays the gold commands,
+    #: "expert" follows them and replans with a PDDL planner once off them.
+    agent: Literal["random", "walkthrough", "expert"] = "random"
+
+
+def run_collect(config: CollectCommand) -> None:
+    """Collect the rollouts (resuming in the folder) and say how many episodes it holds."""
+    try:
+        folder = collect_rollouts(lambda env_index: make_agent(config.agent), config)
+    except KeyboardInterrupt:
+        kept = f"whole episodes are kept in {config.output_dir}"
+        print(f"prm-gym: interrupted: {kept}; run the same command again to resume.", file=sys.stderr)
+        raise SystemExit(130) from None
+    episodes = load_rollouts(folder)
+    won = sum(episode.won for episode in episodes)
+    print(f"{len(episodes)} episodes ({won} won) in {folder}")
+
+
+@dataclass
+class TargetsCommand(TargetsConfig):
+    """Turn a rollouts folder into Monte-Carlo Q targets (the AgentPRM paper's Eq. 1), one per (state, action)."""
+
+    #: The rollouts folder (`prm-gym collect`'s output_dir).
+    rollouts: str = "runs/rollouts"
+    #: Where to write targets.jsonl and config.json.
+    output_dir: str = "runs/targets"
+
+
+def run_targets(config: TargetsCommand) -> None:
+    """Compute the targets, save them with the rollouts' config, and summarise them."""
+    source = load_rollouts_config(config.rollouts)
+    episodes = load_rollouts(config.rollouts)
+    targets = compute_targets(episodes, config, progress=True)
+    folder = save_targets(targets, config.output_dir, config, source=source)
+    states = len({row.state_key for row in targets})
+    print(f"{len(targets)} targets at {states} states from {len(episodes)} episodes in {folder}")
+
+
+def run_train_prm(config: TrainPRMConfig) -> None:
+    """Train a process reward model on a targets folder and say where it is."""
+    from prm_gym.prm.training import train_prm  # torch: only for this command
+
+    print(f"Trained process reward model saved to {train_prm(config)}")
 
 
 _COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "data": (DataConfig, run_data),
     "eval": (EvalConfig, run_eval),
+    "collect": (CollectCommand, run_collect),
+    "targets": (TargetsCommand, run_targets),
+    "train-prm": (TrainPRMConfig, run_train_prm),
 }
 
 
@@ -72,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = next(run for cls, run in _COMMANDS.values() if isinstance(config, cls))
     try:
         run(config)
-    except (DataNotFoundError, ValueError) as error:
+    except (DataNotFoundError, ImportError, OSError, ValueError) as error:
         print(f"prm-gym: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -22,12 +22,15 @@ import gymnasium as gym
 from tqdm.auto import tqdm
 
 import prm_gym  # noqa: F401  (registers the environments)
-from prm_gym.agents import Agent, ExpertAgent, RandomAgent, WalkthroughAgent
+from prm_gym.agents import Agent, BestOfNAgent, ExpertAgent, RandomAgent, WalkthroughAgent
+from prm_gym.envs.alfworld.env import DEFAULT_BACKEND
 from prm_gym.envs.alfworld.tasks import TASK_TYPES
 from prm_gym.io import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl
+from prm_gym.prm.base import RewardModel
+from prm_gym.rollout.monte_carlo import MonteCarloConfig, MonteCarloRewardModel
 
 __all__ = [
-    "EvalConfig", "EpisodeResult", "evaluate", "make_agent", "summarize", "format_table", "plot_success",
+    "EvalConfig", "EpisodeResult", "agent_for", "evaluate", "make_agent", "summarize", "format_table", "plot_success",
 ]
 
 #: Table 1's column order.
@@ -42,8 +45,21 @@ class EvalConfig:
 
     #: The agent: "expert" plays the game's walkthrough and replans with a PDDL planner once off it (the
     #: ceiling), "walkthrough" only replays the gold commands, "random" picks admissible commands uniformly (the
-    #: floor).
-    agent: Literal["expert", "walkthrough", "random"] = "expert"
+    #: floor), "best-of-n" samples `n` actions from `policy` per turn and keeps the one `reward_model` scores best.
+    agent: Literal["expert", "walkthrough", "random", "best-of-n"] = "expert"
+    #: Best-of-N: the policy that proposes the candidates.
+    policy: Literal["random"] = "random"
+    #: Best-of-N: "monte-carlo" (Q estimated by random rollouts from each candidate's next state), or a trained
+    #: process reward model (a directory written by `save_pretrained`, or a .gguf file).
+    reward_model: str = "monte-carlo"
+    #: Best-of-N: candidates per turn.
+    n: int = 8
+    #: Best-of-N with "monte-carlo": rollouts per candidate.
+    mc_rollouts: int = 8
+    #: ALFWorld engine: "fast" or "textworld" (the reference); both give the same turns.
+    backend: str = DEFAULT_BACKEND
+    #: Where a trained reward model runs: "auto" (cuda, then mps, then cpu), "cpu", "cuda", ...
+    device: str = "auto"
     #: ALFWorld split: train, valid_seen, valid_unseen (the paper's), valid_train, or the bundled tiny.
     split: str = "valid_unseen"
     #: Task types to keep (ids 1-6, names, or labels such as Pick2); empty keeps all.
@@ -77,7 +93,7 @@ class EpisodeResult:
 
 
 def make_agent(name: str, seed: int | None = None) -> Agent:
-    """Build a reference agent by name."""
+    """Build a reference agent by name: "expert", "walkthrough" or "random"."""
     if name == "expert":
         return ExpertAgent()
     if name == "walkthrough":
@@ -85,6 +101,29 @@ def make_agent(name: str, seed: int | None = None) -> Agent:
     if name == "random":
         return RandomAgent(seed=seed)
     raise ValueError(f"Unknown agent {name!r}: choose 'expert', 'walkthrough' or 'random'.")
+
+
+def agent_for(config: EvalConfig) -> Agent:
+    """Build the agent an evaluation config names (Best-of-N with its policy and reward model)."""
+    if config.agent != "best-of-n":
+        return make_agent(config.agent, seed=config.seed)
+    policy = make_agent(config.policy, seed=config.seed)
+    reward_model: RewardModel
+    if config.reward_model == "monte-carlo":
+        mc = MonteCarloConfig(num_rollouts=config.mc_rollouts, max_episode_steps=config.max_episode_steps,
+                              seed=config.seed, env_kwargs={"backend": config.backend})
+        reward_model = MonteCarloRewardModel(mc)
+    else:
+        from prm_gym.prm.model import ProcessRewardModel  # torch: only when a trained model is asked for
+
+        reward_model = ProcessRewardModel.from_pretrained(config.reward_model, device=config.device)
+    agent = BestOfNAgent(policy, reward_model, n=config.n)
+    agent.name = f"best-of-{config.n}({config.policy}, {_model_name(config.reward_model)})"
+    return agent
+
+
+def _model_name(reward_model: str) -> str:
+    return reward_model if reward_model == "monte-carlo" else Path(reward_model).name
 
 
 def evaluate(agent: Agent, config: EvalConfig, *, progress: bool = True) -> list[EpisodeResult]:
@@ -106,6 +145,7 @@ def evaluate(agent: Agent, config: EvalConfig, *, progress: bool = True) -> list
         task_types=list(config.task_types) or None,
         data_dir=config.data_dir,
         max_episode_steps=config.max_episode_steps,
+        backend=config.backend,
     )
     num_games = len(env.unwrapped.game_files)  # type: ignore[attr-defined]
     if config.num_games is not None:

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_jsonl", "atomic_write_bytes", "atomic_write_text", "read_jsonl"]
+__all__ = ["append_jsonl", "atomic_directory", "atomic_write_bytes", "atomic_write_text", "read_jsonl"]
+
+
+def _usual_permissions(path: str | os.PathLike[str], mode: int) -> None:
+    """Give ``path`` ``mode`` less the umask (temporary files and folders are made private, 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -22,9 +31,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
             f.close()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(f.name, 0o666 & ~umask)  # NamedTemporaryFile makes 0600 files; give the usual permissions.
+            _usual_permissions(f.name, 0o666)
             os.replace(f.name, path)
         except BaseException:
             os.unlink(f.name)
@@ -42,6 +49,38 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
         '{}'
     """
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target`` that replaces ``target`` when the block succeeds.
+
+    A reader sees the old folder or the complete new one; a failing block leaves ``target`` as it was.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "model"
+        >>> with atomic_directory(target) as tmp:
+        ...     _ = (tmp / "weights.safetensors").write_bytes(b"...")
+        >>> sorted(p.name for p in target.iterdir())
+        ['weights.safetensors']
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        _usual_permissions(tmp, 0o777)
+        if target.exists():
+            old = tmp.with_suffix(".old")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def append_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:

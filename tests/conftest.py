@@ -33,3 +33,19 @@ def alfworld_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
         del os.environ["ALFWORLD_DATA"]
     else:
         os.environ["ALFWORLD_DATA"] = previous
+
+
+def tiny_prm(seed: int = 0, dtype=None, **kwargs):
+    """A randomly initialised two-layer Llama PRM with the shared SmolLM2 tokenizer (no download)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from prm_gym.prm import ProcessRewardModel
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(SHARED_TOKENIZER)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = transformers.LlamaForSequenceClassification(config).to(dtype or torch.float32).eval()
+    return ProcessRewardModel(model, tokenizer, **kwargs)

@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
+from prm_gym.envs.vector import sub_env_info
 from prm_gym.prm.base import RewardModel
 from prm_gym.prm.context import Context
 
@@ -224,7 +225,7 @@ class VectorProcessRewardWrapper(VectorWrapper):
         mask = None if options is None or "reset_mask" not in options else np.asarray(options["reset_mask"])
         observations, infos = self.env.reset(seed=seed, options=options)
         indices = [i for i in range(self.num_envs) if mask is None or mask[i]]
-        started = self._rewards.start([Context.from_reset(observations[i], _sub_info(infos, i)) for i in indices])
+        started = self._rewards.start([Context.from_reset(observations[i], sub_env_info(infos, i)) for i in indices])
         for i, state in zip(indices, started, strict=True):
             self._states[i] = state
             self._needs_reset[i] = False
@@ -246,7 +247,7 @@ class VectorProcessRewardWrapper(VectorWrapper):
         for i in stepped:
             final = same_step and done[i]  # SAME_STEP: the episode's last observation is in `final_obs`
             observation = infos["final_obs"][i] if final else observations[i]
-            info = _sub_info(infos["final_info"], i) if final else _sub_info(infos, i)
+            info = sub_env_info(infos["final_info"], i) if final else sub_env_info(infos, i)
             transitions.append(
                 _Transition(str(actions[i]), float(env_rewards[i]), observation, info, bool(terminations[i]))
             )
@@ -257,7 +258,7 @@ class VectorProcessRewardWrapper(VectorWrapper):
             values[i] = 0.0 if terminations[i] else next_states[j].value
         # Sub-envs that were reset in this step (NEXT_STEP: ended last step; SAME_STEP: ended now) begin anew.
         fresh = [i for i in stepped if done[i]] if same_step else np.flatnonzero(self._needs_reset).tolist()
-        contexts = [Context.from_reset(observations[i], _sub_info(infos, i)) for i in fresh]
+        contexts = [Context.from_reset(observations[i], sub_env_info(infos, i)) for i in fresh]
         for i, state in zip(fresh, self._rewards.start(contexts), strict=True):
             self._states[i] = state
         self._needs_reset = done & (not same_step)
@@ -265,13 +266,3 @@ class VectorProcessRewardWrapper(VectorWrapper):
         if self._rewards.config.mode == "shaped":
             infos["prm_value"] = values
         return observations, rewards, terminations, truncations, infos
-
-
-def _sub_info(infos: Mapping[str, Any], index: int) -> dict[str, Any]:
-    """One sub-env's ``info`` out of a vector env's batched ``infos`` (keys it did not set are left out)."""
-    info = {}
-    for key, values in infos.items():
-        if key.startswith("_") or not infos.get(f"_{key}", np.ones(index + 1, dtype=bool))[index]:
-            continue
-        info[key] = _sub_info(values, index) if isinstance(values, Mapping) else values[index]
-    return info

@@ -1,0 +1,412 @@
+"""The process reward model: a language model with a one-logit head that scores proposed actions.
+
+:class:`ProcessRewardModel` implements :class:`~prm_gym.prm.base.RewardModel`: a context (state + proposed
+action) is rendered by :func:`~prm_gym.prm.prompt.render_text`, and Q(s, a) = sigmoid(logit) of a one-logit
+sequence-classification head (decoders read it at the last real token, encoders at the first). Training uses the
+same :meth:`ProcessRewardModel.encode` and :meth:`ProcessRewardModel.logits`, so train and test inputs match.
+Models load from a Hugging Face directory, a hub id, or a GGUF file (converted once to safetensors in a cache
+folder); weights are read and written as safetensors only, nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+try:
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
+except ImportError as err:  # pragma: no cover - depends on the installed extras
+    raise ImportError("ProcessRewardModel needs the `llm` extra: pip install 'prm-gym[llm]'") from err
+
+from prm_gym.devices import resolve_device, resolve_dtype
+from prm_gym.io import atomic_directory
+from prm_gym.prm.context import Context
+from prm_gym.prm.prompt import PromptConfig, render_text
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
+__all__ = ["SETTINGS_FILE", "LoraSettings", "ProcessRewardModel", "default_cache_dir", "head_logits"]
+
+logger = logging.getLogger(__name__)
+
+#: The file beside the weights that holds the prompt config and the model settings.
+SETTINGS_FILE = "prm_gym_config.json"
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+@dataclass
+class LoraSettings:
+    """Low-rank adapters (LoRA, via peft) on the backbone; the score head stays fully trainable."""
+
+    #: Rank of the adapters.
+    r: int = 16
+    #: Scaling numerator (the update is scaled by alpha / r).
+    alpha: int = 32
+    #: Dropout on the adapters' input.
+    dropout: float = 0.05
+    #: Module names to adapt (or ``"all-linear"``); ``None`` uses peft's default for the architecture.
+    target_modules: list[str] | str | None = None
+
+    def to_peft(self) -> LoraConfig:
+        """Return the equivalent peft ``LoraConfig`` for sequence classification."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=self.target_modules,
+            task_type="SEQ_CLS",
+        )
+
+
+class ProcessRewardModel:
+    """Scores (state, action) contexts with a language model and a one-logit head: Q(s, a) = sigmoid(logit).
+
+    Contexts are scored in batches of at most ``max_batch_tokens`` padded tokens, longest first, under
+    ``torch.inference_mode()``; results come back in input order. Load with :meth:`from_pretrained` (a model
+    directory, a hub id or a GGUF file), or wrap a sequence-classification model with ``num_labels=1``.
+
+    Example:
+        >>> from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+        >>> words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *"you are in a room go to sink 1 look".split()]
+        >>> tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(words)})
+        >>> config = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        ...                     intermediate_size=32, num_labels=1)
+        >>> prm = ProcessRewardModel(BertForSequenceClassification(config), tokenizer)
+        >>> state = Context(task="look", observation="You are in a room.", admissible_commands=("look",))
+        >>> scores = prm.score([state.propose("look"), state.propose("go to sink 1")])
+        >>> len(scores), all(0.0 <= s <= 1.0 for s in scores)
+        (2, True)
+        >>> prm = ProcessRewardModel.from_pretrained("SmolLM2-135M-Instruct.Q4_1.gguf")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        prompt_config: PromptConfig | None = None,
+        max_batch_tokens: int = 8192,
+        lora: LoraSettings | LoraConfig | None = None,
+    ) -> None:
+        """Wrap ``model`` (a one-logit sequence classifier) and its ``tokenizer``; add LoRA when ``lora`` is set.
+
+        The tokenizer's pad token becomes its eos token when it has none, and the model's ``pad_token_id``
+        follows the tokenizer's, so that decoders find the last real token of each padded row.
+
+        Raises:
+            ValueError: when the model's head does not have exactly one label, the tokenizer has neither a pad
+                nor an eos token, or ``max_batch_tokens`` is not positive.
+        """
+        if getattr(model.config, "num_labels", None) != 1:
+            raise ValueError(
+                f"A process reward model needs a one-logit head (num_labels=1); this model has "
+                f"num_labels={getattr(model.config, 'num_labels', None)}. Load it with "
+                "`AutoModelForSequenceClassification.from_pretrained(..., num_labels=1)` or use "
+                "`ProcessRewardModel.from_pretrained`."
+            )
+        if max_batch_tokens < 1:
+            raise ValueError(f"`max_batch_tokens` should be a positive integer. Received {max_batch_tokens}.")
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ValueError("The tokenizer has neither a pad token nor an eos token: set `tokenizer.pad_token`.")
+            tokenizer.pad_token = tokenizer.eos_token
+        model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+        #: The sequence classifier (a peft model when LoRA is on).
+        self.model = model if lora is None else _with_lora(model, lora)
+        #: The tokenizer that renders and encodes contexts.
+        self.tokenizer = tokenizer
+        #: How contexts are rendered; saved with the model.
+        self.prompt_config = prompt_config or PromptConfig()
+        #: Most padded tokens in one scoring batch (one row longer than this still goes alone).
+        self.max_batch_tokens = max_batch_tokens
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        gguf_file: str | None = None,
+        prompt_config: PromptConfig | None = None,
+        max_batch_tokens: int | None = None,
+        lora: LoraSettings | LoraConfig | None = None,
+        trust_remote_code: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> ProcessRewardModel:
+        """Load a reward model from a directory, a hub id or a GGUF file; add a fresh score head when it has none.
+
+        Args:
+            name_or_path: A directory written by :meth:`save_pretrained`, a Hugging Face causal-LM or classifier
+                directory, a ``.gguf`` file, or a hub id (needs the hub or its local cache).
+            device: Where to run (see :func:`prm_gym.devices.resolve_device`).
+            dtype: Weight precision (see :func:`prm_gym.devices.resolve_dtype`).
+            gguf_file: The GGUF file's name inside the directory ``name_or_path``.
+            prompt_config: How to render contexts; default: the saved one, else :class:`PromptConfig`'s defaults.
+            max_batch_tokens: Scoring batch budget; default: the saved one, else 8192.
+            lora: Wrap the backbone with LoRA adapters (for training).
+            trust_remote_code: Let transformers run model code shipped with the checkpoint.
+            cache_dir: Folder of converted GGUF models; default :func:`default_cache_dir`.
+
+        Returns:
+            The model, on ``device``, in eval mode.
+
+        Raises:
+            FileNotFoundError: when a local path does not exist.
+            ValueError: when a directory has no safetensors weights, or its settings file is unreadable.
+            OSError: when a hub id cannot be fetched (offline, or no such model).
+        """
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        source = _model_source(name_or_path, gguf_file, cache_dir, torch_dtype)
+        saved_prompt, saved_max_batch_tokens = _read_settings(Path(source) / SETTINGS_FILE)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source,
+                num_labels=1,
+                ignore_mismatched_sizes=True,
+                dtype=torch_dtype,
+                use_safetensors=True,
+                trust_remote_code=trust_remote_code,
+            )
+        except OSError as err:
+            if Path(source).exists():
+                raise
+            raise OSError(
+                f"{source!r} is neither a local directory nor a .gguf file, and the Hugging Face hub could not "
+                f"provide it ({err}). Pass a local model directory or a .gguf file instead."
+            ) from err
+        return cls(
+            model.to(torch_device),
+            tokenizer,
+            prompt_config=prompt_config or saved_prompt,
+            max_batch_tokens=max_batch_tokens if max_batch_tokens is not None else saved_max_batch_tokens or 8192,
+            lora=lora,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model's weights are on."""
+        return next(self.model.parameters()).device
+
+    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
+        """Write safetensors weights, the tokenizer and :data:`SETTINGS_FILE` to ``path`` at once; return it.
+
+        LoRA adapters are merged into a copy of the weights, so the directory loads without peft. The directory
+        is written beside ``path`` and renamed into place: a reader sees the old model or the new one.
+
+        Raises:
+            ValueError: when ``path`` is an existing file.
+        """
+        path = Path(path)
+        if path.is_file():
+            raise ValueError(f"Cannot save a model to {str(path)!r}: it is a file, not a directory.")
+        model = self.model
+        settings: dict[str, Any] = {
+            "prompt_config": dataclasses.asdict(self.prompt_config),
+            "max_batch_tokens": self.max_batch_tokens,
+            "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
+        }
+        if _is_peft(model):
+            lora = model.peft_config[model.active_adapter]
+            settings["merged_lora"] = {
+                "r": lora.r,
+                "alpha": lora.lora_alpha,
+                "target_modules": sorted(lora.target_modules or ()),
+            }
+            model = copy.deepcopy(model).merge_and_unload()
+        with atomic_directory(path) as tmp:
+            model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+        return path
+
+    def encode(self, contexts: Sequence[Context]) -> BatchEncoding:
+        """Return the rendered contexts as one right-padded batch (``input_ids``, ``attention_mask``) on the CPU.
+
+        Raises:
+            TypeError: when an item is not a :class:`Context`.
+            ValueError: when a context proposes no action, or renders longer than the model's positions.
+        """
+        return self._pad(self._tokenize(contexts))
+
+    def logits(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Return the head's raw logit per row (float32, shape ``(rows,)``), with gradients unless disabled."""
+        return head_logits(self.model, batch)
+
+    def score(self, contexts: Sequence[Context]) -> list[float]:
+        """Return Q(s, a) = sigmoid(logit) in [0, 1] per context, in input order (eval mode, no gradients).
+
+        Raises:
+            TypeError: when an item is not a :class:`Context`.
+            ValueError: when a context proposes no action, or renders longer than the model's positions.
+        """
+        token_ids = self._tokenize(contexts)
+        scores = [0.0] * len(token_ids)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for rows in _token_batches([len(ids) for ids in token_ids], self.max_batch_tokens):
+                    probabilities = torch.sigmoid(self.logits(self._pad([token_ids[i] for i in rows])))
+                    for row, probability in zip(rows, probabilities.tolist(), strict=True):
+                        scores[row] = probability
+        finally:
+            self.model.train(was_training)
+        return scores
+
+    def _tokenize(self, contexts: Sequence[Context]) -> list[list[int]]:
+        for i, context in enumerate(contexts):
+            if not isinstance(context, Context):
+                raise TypeError(f"contexts[{i}] should be a prm_gym Context. Received {type(context).__name__}.")
+            if context.action is None:
+                raise ValueError(f"contexts[{i}] proposes no action: a reward model scores `context.propose(action)`.")
+        if not contexts:
+            return []
+        texts = [render_text(context, self.tokenizer, self.prompt_config) for context in contexts]
+        # A chat template already writes the special tokens; a plain layout needs the model's own (BOS, [CLS]).
+        token_ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=not self.tokenizer.chat_template)[
+            "input_ids"
+        ]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        longest = max(len(ids) for ids in token_ids)
+        if limit is not None and longest > limit:
+            raise ValueError(
+                f"A context renders to {longest} tokens, more than the model's {limit} positions: lower "
+                "`prompt_config.max_prompt_tokens`."
+            )
+        return token_ids
+
+    def _pad(self, token_ids: list[list[int]]) -> BatchEncoding:
+        # Right padding whatever the tokenizer's side: positions then start at 0 in every row, as when unbatched.
+        return self.tokenizer.pad({"input_ids": token_ids}, padding_side="right", return_tensors="pt")
+
+
+def head_logits(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Return a one-logit classifier's logit per row of an encoded batch, as float32 on the model's device.
+
+    The one forward path of scoring and training (the trainer passes its possibly wrapped model).
+    """
+    device = next(model.parameters()).device
+    output = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+    return output.logits.squeeze(-1).float()
+
+
+def default_cache_dir() -> Path:
+    """Return the folder of converted GGUF models: ``$PRM_GYM_CACHE/models``, else ``~/.cache/prm_gym/models``."""
+    return Path(os.environ.get("PRM_GYM_CACHE") or "~/.cache/prm_gym").expanduser() / "models"
+
+
+def _token_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Return row indices grouped, longest first, so that rows x longest length stays within ``max_tokens``.
+
+    Example:
+        >>> _token_batches([3, 10, 4, 9], max_tokens=20)
+        [[1, 3], [2, 0]]
+    """
+    batches: list[list[int]] = []
+    for row in sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True):
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
+            batches[-1].append(row)
+        else:
+            batches.append([row])
+    return batches
+
+
+def _model_source(
+    name_or_path: str | os.PathLike[str],
+    gguf_file: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    dtype: torch.dtype,
+) -> str:
+    """Return a local model directory (GGUF files converted into the cache first) or a hub id."""
+    path = Path(name_or_path).expanduser()
+    if gguf_file is not None:
+        if not path.is_dir():
+            raise FileNotFoundError(f"`gguf_file` needs `name_or_path` to be a local directory; {str(path)!r} is not.")
+        path = path / gguf_file
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"No GGUF file at {str(path)!r}.")
+        return str(_converted_gguf(path, Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), dtype))
+    if path.is_dir():
+        if not any(path.glob("*.safetensors")):
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            hint = f" It holds GGUF files {ggufs}: pass `gguf_file=<name>`." if ggufs else ""
+            raise ValueError(
+                f"{str(path)!r} holds no .safetensors weights; prm_gym loads safetensors only (it never unpickles "
+                f".bin or .pt files).{hint}"
+            )
+        return str(path)
+    if path.exists():
+        raise ValueError(f"{str(path)!r} is a file but not a .gguf file: pass a model directory or a .gguf file.")
+    if not _HUB_ID.fullmatch(str(name_or_path)):
+        raise FileNotFoundError(f"No model directory or .gguf file at {str(name_or_path)!r}.")
+    return str(name_or_path)
+
+
+def _converted_gguf(gguf: Path, cache_dir: Path, dtype: torch.dtype) -> Path:
+    """Return the cached safetensors conversion of ``gguf`` in ``dtype``, converting it first if needed."""
+    digest = hashlib.sha256()
+    with gguf.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    target = cache_dir / f"{digest.hexdigest()[:16]}-{str(dtype).removeprefix('torch.')}"
+    if (target / "config.json").is_file():
+        return target
+    logger.info("Converting %s to safetensors in %s (once per machine).", gguf, target)
+    model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer = None  # the weights are dequantised; without this transformers refuses to save them
+    del model.config.quantization_config
+    with atomic_directory(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def _read_settings(path: Path) -> tuple[PromptConfig | None, int | None]:
+    """Return the prompt config and batch budget saved at ``path`` (``None`` for what is not there)."""
+    if not path.is_file():
+        return None, None
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+        prompt = settings.get("prompt_config")
+        return (PromptConfig(**prompt) if prompt is not None else None), settings.get("max_batch_tokens")
+    except (json.JSONDecodeError, TypeError, AttributeError) as err:
+        raise ValueError(f"Unreadable model settings {str(path)!r}: {err}.") from err
+
+
+def _with_lora(model: Any, lora: LoraSettings | LoraConfig) -> Any:
+    """Return ``model`` wrapped by peft with LoRA adapters; the score head goes to ``modules_to_save``."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = lora.to_peft() if isinstance(lora, LoraSettings) else lora
+    if not isinstance(config, LoraConfig):
+        raise TypeError(f"`lora` should be LoraSettings or a peft LoraConfig. Received {type(lora).__name__}.")
+    if config.task_type is None:
+        config = dataclasses.replace(config, task_type=TaskType.SEQ_CLS)
+    elif config.task_type != TaskType.SEQ_CLS:
+        raise ValueError(f"A reward model's LoraConfig needs task_type='SEQ_CLS'. Received {config.task_type!r}.")
+    return get_peft_model(model, config)
+
+
+def _is_peft(model: Any) -> bool:
+    peft = sys.modules.get("peft")  # a peft model exists only once peft is imported
+    return peft is not None and isinstance(model, peft.PeftModel)

@@ -1,0 +1,320 @@
+"""Monte-Carlo Q targets from rollouts, as AgentPRM trains its process reward model on them.
+
+Every (state, action) of the rollouts is keyed by :attr:`Context.key`. Its target is the paper's Eq. 1: the mean,
+over the rollouts through it, of the discounted return of that step, normalised to [0, 1]
+(:func:`step_return`, :func:`normalised_q`). An episode's outcome is ``win_outcome`` (+1) when it was won, else
+``loss_outcome`` (-1, a step-capped episode included), so with the defaults ``Q^ = (mean return + 1) / 2``.
+:func:`compute_targets` builds one :class:`TargetRow` per key, :func:`preference_pairs` the (chosen, rejected)
+pairs at a state, and :func:`save_targets` / :func:`load_targets` keep them in a folder (``targets.jsonl``, one
+self-contained row per (state, action), and ``config.json``).
+
+States are keyed by their text (task, history, observation), as in the paper: the agent's view, so two games
+that read the same share a target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from tqdm.auto import tqdm
+
+import prm_gym
+from prm_gym.io import atomic_write_text, read_jsonl
+from prm_gym.prm.context import Context
+
+if TYPE_CHECKING:
+    from prm_gym.rollout.collect import Episode
+
+__all__ = [
+    "TargetRow",
+    "TargetsConfig",
+    "compute_targets",
+    "load_targets",
+    "normalised_q",
+    "preference_pairs",
+    "load_targets_config",
+    "save_targets",
+    "step_return",
+]
+
+#: Files of a targets folder.
+TARGETS_FILE, CONFIG_FILE = "targets.jsonl", "config.json"
+#: The discount conventions: by distance to the episode's end (the paper's Eq. 1) or from its start.
+DISCOUNTS = ("to_end", "from_start")
+
+
+@dataclass
+class TargetsConfig:
+    """How rollouts become Q targets (the AgentPRM paper's choices are the defaults)."""
+
+    #: Discount factor gamma, in [0, 1].
+    gamma: float = 0.95
+    #: "to_end": step t of a T-step episode returns gamma^(T-1-t) * outcome, so actions closer to the outcome
+    #: weigh more (the paper's Eq. 1); "from_start": gamma^t * outcome, so later actions weigh less.
+    discount: Literal["to_end", "from_start"] = "to_end"
+    #: Outcome of a won episode.
+    win_outcome: float = 1.0
+    #: Outcome of an episode that was not won (lost or cut at the step cap).
+    loss_outcome: float = -1.0
+    #: Keep only (state, action) pairs that at least this many rollouts went through.
+    min_visits: int = 1
+
+    def __post_init__(self) -> None:
+        """Check the settings.
+
+        Raises:
+            ValueError: on a gamma outside [0, 1], an unknown discount, outcomes with win <= loss, or
+                min_visits < 1.
+        """
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"`gamma` should be in the interval [0, 1]. Received {self.gamma}.")
+        if self.discount not in DISCOUNTS:
+            raise ValueError(f"`discount` should be one of {DISCOUNTS}. Received {self.discount!r}.")
+        if not self.win_outcome > self.loss_outcome:
+            raise ValueError(
+                f"`win_outcome` should be greater than `loss_outcome`. Received {self.win_outcome} and "
+                f"{self.loss_outcome}."
+            )
+        if self.min_visits < 1:
+            raise ValueError(f"`min_visits` should be at least 1. Received {self.min_visits}.")
+
+
+def step_return(won: bool, steps_to_end: int, config: TargetsConfig, t: int | None = None) -> float:
+    """Return the discounted return of one step of an episode whose only reward is its outcome (Eq. 1).
+
+    Args:
+        won: Whether the episode was won.
+        steps_to_end: Actions taken after this one until the episode ended (T - 1 - t).
+        config: The discount and the outcomes.
+        t: The step's index from the episode's start; needed by the "from_start" convention only.
+
+    Returns:
+        ``gamma ** steps_to_end * outcome`` ("to_end") or ``gamma ** t * outcome`` ("from_start").
+
+    Raises:
+        ValueError: when the "from_start" convention is asked without ``t``.
+
+    Example:
+        >>> step_return(True, 2, TargetsConfig(gamma=0.5)), step_return(False, 0, TargetsConfig())
+        (0.25, -1.0)
+    """
+    outcome = config.win_outcome if won else config.loss_outcome
+    if config.discount == "to_end":
+        return config.gamma**steps_to_end * outcome
+    if t is None:
+        raise ValueError("The 'from_start' discount needs the step's index `t`.")
+    return config.gamma**t * outcome
+
+
+def normalised_q(q: float, config: TargetsConfig) -> float:
+    """Map a mean return from [loss_outcome, win_outcome] to [0, 1]: ``(q - loss) / (win - loss)``.
+
+    Example:
+        >>> normalised_q(0.5, TargetsConfig())
+        0.75
+    """
+    return (q - config.loss_outcome) / (config.win_outcome - config.loss_outcome)
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """The Monte-Carlo target of one (state, action): its context, normalised Q^ and number of rollouts."""
+
+    #: The state and the action taken in it (:meth:`Context.propose`); ``game_file`` is the first rollout's game.
+    context: Context
+    #: Mean discounted return of the rollouts through it, normalised to [0, 1].
+    q: float
+    #: How many rollout steps went through it.
+    visits: int
+
+    @property
+    def key(self) -> str:
+        """The (state, action) key (:attr:`Context.key`)."""
+        return self.context.key
+
+    @property
+    def state_key(self) -> str:
+        """The state's key (:attr:`Context.state_key`): rows that share it are actions at one state."""
+        return self.context.state_key
+
+    @property
+    def game_file(self) -> str | None:
+        """The game of the first rollout through this (state, action)."""
+        return self.context.game_file
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a ``targets.jsonl`` row: the context's fields, ``key``, ``state_key``, ``q``, ``visits``."""
+        return {
+            **self.context.to_dict(),
+            "key": self.key,
+            "state_key": self.state_key,
+            "q": self.q,
+            "visits": self.visits,
+        }
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> TargetRow:
+        """Rebuild a row from :meth:`to_dict`'s output.
+
+        Raises:
+            ValueError: when fields are missing or ``q`` / ``visits`` are not numbers.
+        """
+        missing = [name for name in ("action", "q", "visits") if name not in row]
+        if missing:
+            raise ValueError(f"A target row needs the fields {missing}; it has {sorted(row)}.")
+        q, visits = row["q"], row["visits"]
+        if (
+            isinstance(q, bool)
+            or not isinstance(q, (int, float))
+            or isinstance(visits, bool)
+            or not isinstance(visits, int)
+        ):
+            raise ValueError(f"A target row's `q` is a number and `visits` an integer. Received {q!r}, {visits!r}.")
+        return cls(Context.from_dict(row), float(q), visits)
+
+
+def compute_targets(
+    episodes: Iterable[Episode], config: TargetsConfig | None = None, *, progress: bool = False
+) -> list[TargetRow]:
+    """Return the Monte-Carlo Q target of every (state, action) of ``episodes``, in order of first visit.
+
+    Args:
+        episodes: Rollouts (:func:`prm_gym.rollout.load_rollouts`); each step's context has its action.
+        config: Discount, outcomes and ``min_visits`` (the paper's defaults when omitted).
+        progress: Show a progress bar over episodes.
+
+    Returns:
+        One row per key visited at least ``config.min_visits`` times.
+
+    Raises:
+        ValueError: when there are no episodes, or a step's context has no action.
+
+    Example:
+        >>> from prm_gym.rollout import Episode
+        >>> won = Episode.from_actions("task", ["intro", "here"], ["go", "take"], won=True)
+        >>> lost = Episode.from_actions("task", ["intro", "here"], ["go", "drop"], won=False)
+        >>> [(row.context.action, row.q, row.visits) for row in compute_targets([won, lost])]
+        [('go', 0.5, 2), ('take', 1.0, 1), ('drop', 0.0, 1)]
+    """
+    config = config or TargetsConfig()
+    totals: dict[str, float] = {}
+    visits: dict[str, int] = {}
+    first: dict[str, Context] = {}
+    count = 0
+    for episode in tqdm(episodes, desc="targets", unit="episode", disable=not progress):
+        count += 1
+        length = len(episode.steps)
+        for t, step in enumerate(episode.steps):
+            context = step.context
+            if context.action is None:
+                raise ValueError(f"Step {t} of episode {episode.episode_id!r} has no action: rollouts record one.")
+            key = context.key
+            first.setdefault(key, context)
+            totals[key] = totals.get(key, 0.0) + step_return(episode.won, length - 1 - t, config, t=t)
+            visits[key] = visits.get(key, 0) + 1
+    if count == 0:
+        raise ValueError("No episodes to compute targets from.")
+    return [
+        TargetRow(context, normalised_q(totals[key] / visits[key], config), visits[key])
+        for key, context in first.items()
+        if visits[key] >= config.min_visits
+    ]
+
+
+def preference_pairs(targets: Sequence[TargetRow], delta: float) -> list[tuple[TargetRow, TargetRow]]:
+    """Return (chosen, rejected) pairs of actions at the same state whose Q^ differ by at least ``delta``.
+
+    Pairs are relative (two actions of one state compared), not thresholded on an absolute Q^; states come in
+    order of first appearance, and the pairs of a state in the order of its rows.
+
+    Raises:
+        ValueError: when ``delta`` is not in (0, 1].
+
+    Example:
+        >>> start = Context("task", observation="intro")
+        >>> rows = [TargetRow(start.propose("a"), 0.9, 4), TargetRow(start.propose("b"), 0.2, 4)]
+        >>> [(chosen.context.action, rejected.context.action) for chosen, rejected in preference_pairs(rows, 0.5)]
+        [('a', 'b')]
+    """
+    if not 0.0 < delta <= 1.0:
+        raise ValueError(f"`delta` should be in the interval (0, 1]. Received {delta}.")
+    by_state: dict[str, list[TargetRow]] = {}
+    for row in targets:
+        by_state.setdefault(row.state_key, []).append(row)
+    pairs = []
+    for rows in by_state.values():
+        for i, one in enumerate(rows):
+            for other in rows[i + 1 :]:
+                if abs(one.q - other.q) >= delta:
+                    pairs.append((one, other) if one.q > other.q else (other, one))
+    return pairs
+
+
+def save_targets(
+    targets: Sequence[TargetRow],
+    path: str | os.PathLike[str],
+    config: TargetsConfig,
+    source: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``targets.jsonl`` and ``config.json`` (``config`` and the ``source`` rollouts' config) atomically.
+
+    Returns:
+        The folder.
+
+    Raises:
+        ValueError: when ``targets`` is empty.
+    """
+    if not targets:
+        raise ValueError(f"No targets to save (min_visits={config.min_visits} may have left none).")
+    folder = Path(path)
+    atomic_write_text(
+        folder / TARGETS_FILE, "".join(json.dumps(row.to_dict(), ensure_ascii=False) + "\n" for row in targets)
+    )
+    settings = {field.name: getattr(config, field.name) for field in dataclasses.fields(TargetsConfig)}
+    meta = {"targets": settings, "source": dict(source or {}), "prm_gym_version": prm_gym.__version__}
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def load_targets(path: str | os.PathLike[str]) -> list[TargetRow]:
+    """Read the targets :func:`save_targets` wrote to a folder.
+
+    Raises:
+        FileNotFoundError: when the folder or its ``targets.jsonl`` does not exist.
+        ValueError: when the file is empty or a row is malformed (the line is named).
+    """
+    file = Path(path) / TARGETS_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"No targets at {path}: {file} does not exist (`prm-gym targets` writes it).")
+    rows = []
+    for number, row in enumerate(read_jsonl(file), start=1):
+        try:
+            rows.append(TargetRow.from_dict(row))
+        except ValueError as error:
+            raise ValueError(f"Line {number} of {file}: {error}") from None
+    if not rows:
+        raise ValueError(f"{file} is empty.")
+    return rows
+
+
+def load_targets_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return a targets folder's ``config.json``: ``targets`` (the :class:`TargetsConfig`), ``source``, version.
+
+    Raises:
+        FileNotFoundError: when it does not exist.
+        ValueError: when it is not valid JSON.
+    """
+    file = Path(path) / CONFIG_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"No targets at {path}: {file} does not exist (`prm-gym targets` writes it).")
+    try:
+        recorded: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file} is not valid JSON ({error.msg}).") from None
+    return recorded

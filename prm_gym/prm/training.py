@@ -1,0 +1,284 @@
+"""Training a process reward model on Monte-Carlo targets: a config and a ``transformers.Trainer``.
+
+The AgentPRM recipe: each (state, action) has a target Q^ in [0, 1] (:mod:`prm_gym.prm.targets`); the PRM's
+logit is trained with soft binary cross-entropy against it. The relative variant trains on pairs of actions at
+one state whose Q^ differ by at least ``preference_delta`` with the Bradley-Terry loss
+``-log sigmoid(logit_chosen - logit_rejected)``. Rows are split into training and validation **by game**
+(never by row: the states of one game are too alike), and evaluation reports the loss, accuracy at 0.5, the
+AUC of predicting which actions lead to success, and the calibration error.
+
+Inputs go through :meth:`ProcessRewardModel.encode` and :meth:`ProcessRewardModel.logits`, the same path as
+scoring. The same code trains the shared SmolLM2-135M on a CPU (bf16 autocast) and a 3B model on a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual name
+from transformers import EvalPrediction, Trainer, TrainingArguments
+
+from prm_gym.devices import resolve_device
+from prm_gym.io import atomic_write_text
+from prm_gym.prm.model import LoraSettings, ProcessRewardModel, head_logits
+from prm_gym.prm.prompt import PromptConfig
+from prm_gym.prm.targets import TargetRow, load_targets, load_targets_config, preference_pairs
+from prm_gym.prm.train_config import TrainPRMConfig
+
+__all__ = ["PRMConfig", "PRMTrainer", "TrainPRMConfig", "prm_metrics", "split_by_game", "train_prm"]
+
+
+@dataclass
+class PRMConfig(TrainingArguments):
+    """``TrainingArguments`` plus the PRM's own settings, with defaults for small PRM runs.
+
+    Example:
+        >>> config = PRMConfig(output_dir="/tmp/prm", loss="soft_bce", validation_fraction=0.2)
+        >>> config.remove_unused_columns, config.label_names
+        (False, ['labels', 'success'])
+    """
+
+    #: "soft_bce" on Q^ (AgentPRM), or "bradley_terry" on preference pairs (the relative variant).
+    loss: Literal["soft_bce", "bradley_terry"] = "soft_bce"
+    #: Fraction of the games held out for validation (0 trains on everything).
+    validation_fraction: float = 0.1
+    #: Least Q^ difference between the two actions of a preference pair ("bradley_terry").
+    preference_delta: float = 0.1
+    learning_rate: float = 1e-5
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 16
+    num_train_epochs: float = 1.0
+    logging_steps: float = 10
+    report_to: str | list[str] | None = "none"
+    remove_unused_columns: bool = False
+    label_names: list[str] | None = field(default_factory=lambda: ["labels", "success"])
+
+    def __post_init__(self) -> None:
+        """Check the PRM settings, then let ``TrainingArguments`` check its own."""
+        if self.loss not in ("soft_bce", "bradley_terry"):
+            raise ValueError(f"`loss` should be 'soft_bce' or 'bradley_terry'. Received {self.loss!r}.")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"`validation_fraction` should be in [0, 1). Received {self.validation_fraction}.")
+        if self.eval_strategy == "no" and self.validation_fraction > 0:
+            self.eval_strategy = "epoch"
+        super().__post_init__()
+
+
+def split_by_game(
+    rows: Sequence[TargetRow], validation_fraction: float, seed: int = 0
+) -> tuple[list[TargetRow], list[TargetRow]]:
+    """Split target rows into (train, validation) by their game: no game has rows on both sides.
+
+    Example:
+        >>> from prm_gym.prm.context import Context
+        >>> rows = [TargetRow(Context("t", observation="o", action="a", game_file=f"g{i % 5}"), 0.5, 1)
+        ...         for i in range(20)]
+        >>> train, valid = split_by_game(rows, 0.2)
+        >>> len(train), len(valid), {r.game_file for r in train} & {r.game_file for r in valid}
+        (16, 4, set())
+    """
+    games = sorted({row.game_file or "" for row in rows})
+    random.Random(seed).shuffle(games)
+    held_out = set(games[: round(len(games) * validation_fraction)]) if validation_fraction > 0 else set()
+    if validation_fraction > 0 and not held_out and len(games) > 1:
+        held_out = {games[0]}
+    train = [row for row in rows if (row.game_file or "") not in held_out]
+    valid = [row for row in rows if (row.game_file or "") in held_out]
+    return train, valid
+
+
+class _Collator:
+    """Turns dataset items into a model batch through the PRM's own encoder (one tokenisation path)."""
+
+    def __init__(self, prm: ProcessRewardModel) -> None:
+        self.prm = prm
+
+    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if "rejected" in items[0]:  # a preference pair: the chosen contexts first, then the rejected ones
+            contexts = [item["chosen"] for item in items] + [item["rejected"] for item in items]
+            labels = torch.ones(len(items))
+            success = torch.ones(len(items))
+        else:
+            contexts = [item["context"] for item in items]
+            labels = torch.tensor([item["q"] for item in items], dtype=torch.float32)
+            success = torch.tensor([item["success"] for item in items], dtype=torch.float32)
+        batch = self.prm.encode(contexts)
+        return {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "labels": labels,
+            "success": success,
+        }
+
+
+class PRMTrainer(Trainer):
+    """Trains a :class:`ProcessRewardModel` on Monte-Carlo target rows (``soft_bce``) or pairs (``bradley_terry``).
+
+    Example:
+        >>> from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+        >>> from prm_gym.prm.context import Context
+        >>> words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *"you are in a room go to sink 1 look".split()]
+        >>> tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(words)})
+        >>> bert = BertForSequenceClassification(BertConfig(vocab_size=len(words), hidden_size=16,
+        ...     num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=1))
+        >>> prm = ProcessRewardModel(bert, tokenizer)
+        >>> rows = [TargetRow(Context("look", observation="You are in a room.", game_file=f"g{i}").propose(a), q, 4)
+        ...         for i, (a, q) in enumerate([("look", 1.0), ("go to sink 1", 0.0)] * 4)]
+        >>> trainer = PRMTrainer(prm, PRMConfig(output_dir="/tmp/prm-doc", max_steps=2, validation_fraction=0.25,
+        ...                                     use_cpu=True, save_strategy="no"), rows)
+        >>> trainer.train().global_step  # doctest: +ELLIPSIS
+        {...}
+        2
+    """
+
+    def __init__(self, prm: ProcessRewardModel, args: PRMConfig, rows: Sequence[TargetRow], **kwargs: Any) -> None:
+        """Split ``rows`` by game into training and validation sets and set up the trainer on ``prm.model``.
+
+        Raises:
+            ValueError: when there are no rows, or the Bradley-Terry loss finds no preference pair.
+        """
+        if not rows:
+            raise ValueError("No target rows to train on: compute targets from rollouts first (prm-gym targets).")
+        self.prm = prm
+        train_rows, valid_rows = split_by_game(rows, args.validation_fraction, args.seed)
+        train_set, valid_set = _items(train_rows, args), _items(valid_rows, args)
+        if not train_set:
+            raise ValueError(
+                f"No training items: the {args.loss} loss found none in {len(train_rows)} rows "
+                f"(preference_delta={args.preference_delta})."
+            )
+        super().__init__(
+            model=prm.model,
+            args=args,
+            data_collator=_Collator(prm),
+            train_dataset=train_set,
+            eval_dataset=valid_set or None,
+            compute_metrics=prm_metrics if args.loss == "soft_bce" else _pair_metrics,
+            **kwargs,
+        )
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Soft BCE of the logits against Q^, or the Bradley-Terry loss of chosen over rejected logits."""
+        labels = inputs.pop("labels")
+        inputs.pop("success")
+        logits = head_logits(model, inputs)
+        if self.args.loss == "soft_bce":  # type: ignore[attr-defined]
+            loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.device))
+            outputs = {"logits": logits}
+        else:
+            chosen, rejected = logits.chunk(2)
+            loss = -F.logsigmoid(chosen - rejected).mean()
+            outputs = {"logits": chosen - rejected}
+        return (loss, outputs) if return_outputs else loss
+
+
+def _items(rows: Sequence[TargetRow], args: PRMConfig) -> list[dict[str, Any]]:
+    if args.loss == "soft_bce":
+        # Success: the rollouts through (s, a) reach the goal more than they fail (Q^ above the midpoint).
+        return [{"context": row.context, "q": row.q, "success": float(row.q > 0.5)} for row in rows]
+    return [{"chosen": c.context, "rejected": r.context} for c, r in preference_pairs(rows, args.preference_delta)]
+
+
+def prm_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """Accuracy at 0.5, AUC of predicting success (Q^ > 0.5) and expected calibration error, from logits.
+
+    Example:
+        >>> logits = np.array([2.0, -1.0, 0.5, -3.0])
+        >>> q, success = np.array([0.9, 0.2, 0.4, 0.1]), np.array([1.0, 0.0, 0.0, 0.0])
+        >>> {k: round(v, 3) for k, v in prm_metrics(EvalPrediction(logits, (q, success))).items()}
+        {'accuracy': 0.75, 'auc': 1.0, 'ece': 0.091}
+    """
+    logits = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1)
+    q, success = (np.asarray(x, dtype=np.float64).reshape(-1) for x in prediction.label_ids)
+    probabilities = 1.0 / (1.0 + np.exp(-logits))
+    return {
+        "accuracy": float(np.mean((probabilities > 0.5) == (q > 0.5))),
+        "auc": _auc(probabilities, success > 0.5),
+        "ece": _calibration_error(probabilities, q),
+    }
+
+
+def _pair_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """Preference accuracy: how often the chosen action's logit is above the rejected one's."""
+    margins = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1)
+    return {"accuracy": float(np.mean(margins > 0))}
+
+
+def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half); NaN without both classes."""
+    pos, neg = scores[positive], scores[~positive]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def _calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = 10) -> float:
+    """Return the expected calibration error: the row-weighted mean |mean prediction - mean Q^| per bin."""
+    which = np.minimum((probabilities * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            error += members.mean() * abs(probabilities[members].mean() - targets[members].mean())
+    return float(error)
+
+
+def train_prm(config: TrainPRMConfig) -> Path:
+    """Train a PRM as ``config`` says and save it (with the configs behind it) to ``<output_dir>/model``.
+
+    Weights are kept in float32 and the forward passes run in bf16 autocast where the device supports it
+    (CUDA with bf16, and CPUs), so small updates are not lost to bf16 rounding.
+
+    Raises:
+        FileNotFoundError: the targets folder or the model does not exist.
+        ValueError: the targets are empty or malformed, or give no training item.
+    """
+    rows = load_targets(config.targets)
+    device = resolve_device(config.device)
+    prm = ProcessRewardModel.from_pretrained(
+        config.model,
+        device=device,
+        dtype="float32",
+        prompt_config=PromptConfig(max_prompt_tokens=config.max_prompt_tokens),
+        lora=LoraSettings() if config.lora else None,
+    )
+    bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    args = PRMConfig(
+        output_dir=config.output_dir,
+        loss=config.loss,
+        preference_delta=config.preference_delta,
+        validation_fraction=config.validation_fraction,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        seed=config.seed,
+        bf16=bf16,
+        use_cpu=device.type == "cpu",
+        save_strategy="no",
+    )
+    trainer = PRMTrainer(prm, args, rows)
+    trainer.train()
+    metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
+    target = prm.save_pretrained(Path(config.output_dir) / "model")
+    record = {"train_prm": dataclasses.asdict(config), "targets": load_targets_config(config.targets),
+              "metrics": metrics, "log_history": trainer.state.log_history}
+    atomic_write_text(target / "training.json", json.dumps(record, indent=2, default=str) + "\n")
+    return target

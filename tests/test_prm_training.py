@@ -1,0 +1,136 @@
+"""PRM training on real rollouts of the tiny games: the loss falls and winning actions rank above losing ones."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_prm
+
+pytest.importorskip("transformers")
+
+from prm_gym.agents import Agent, ExpertAgent, RandomAgent  # noqa: E402
+from prm_gym.prm import PromptConfig  # noqa: E402
+from prm_gym.prm.targets import TargetsConfig, compute_targets, preference_pairs  # noqa: E402
+from prm_gym.prm.training import PRMConfig, PRMTrainer, split_by_game  # noqa: E402
+from prm_gym.rollout.collect import CollectConfig, collect_rollouts, load_rollouts  # noqa: E402
+
+
+class Sloppy(Agent):
+    """The expert, but one action in two is random: episodes that win and episodes that do not, at shared states."""
+
+    name = "sloppy-expert"
+
+    def __init__(self, seed=0):
+        super().__init__()
+        self.expert, self.random = ExpertAgent(), RandomAgent(seed)
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, seed=None):
+        super().reset(seed)
+        self.random.reset(seed)
+        self.rng = np.random.default_rng(seed)
+
+    def decide(self, contexts):
+        return [(self.expert if self.rng.random() < 0.5 else self.random).decide([c])[0] for c in contexts]
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory):
+    config = CollectConfig(split="tiny", num_games=3, repeats=8, num_envs=2, vectorization="sync",
+                           max_episode_steps=10, backend="fast", output_dir=str(tmp_path_factory.mktemp("rollouts")))
+    episodes = load_rollouts(collect_rollouts(lambda i: Sloppy(i), config, progress=False))
+    assert 0 < sum(e.won for e in episodes) < len(episodes)
+    return compute_targets(episodes, TargetsConfig())
+
+
+#: Short renders, so that a tiny model trains in seconds.
+PROMPT = PromptConfig(system_prompt="Reach the goal.", max_prompt_tokens=256, show_admissible_commands=False)
+
+
+def train_args(tmp_path, **overrides):
+    settings = dict(output_dir=str(tmp_path), max_steps=40, learning_rate=3e-3, lr_scheduler_type="constant",
+                    per_device_train_batch_size=8, validation_fraction=0.0, logging_steps=10, save_strategy="no",
+                    use_cpu=True, bf16=True, seed=0, disable_tqdm=True)
+    return PRMConfig(**{**settings, **overrides})
+
+
+def scores_auc(prm, rows):
+    scores = np.array(prm.score([row.context for row in rows]))
+    won = np.array([row.q > 0.5 for row in rows])
+    pos, neg = scores[won], scores[~won]
+    return ((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+
+
+def test_soft_bce_training_lowers_the_loss_and_ranks_winning_actions_first(targets, tmp_path):
+    prm = tiny_prm(prompt_config=PROMPT)
+    before = scores_auc(prm, targets)
+    trainer = PRMTrainer(prm, train_args(tmp_path), targets)
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert losses[-1] < losses[0] - 0.05, losses
+    after = scores_auc(prm, targets)
+    assert after > 0.75 and after > before + 0.2, (before, after)
+
+
+def test_bradley_terry_on_preference_pairs(targets, tmp_path):
+    pairs = preference_pairs(targets, delta=0.2)
+    assert pairs
+    prm = tiny_prm(prompt_config=PROMPT)
+    def accuracy():
+        chosen = prm.score([c.context for c, _ in pairs])
+        rejected = prm.score([r.context for _, r in pairs])
+        return np.mean(np.array(chosen) > np.array(rejected))
+
+    before = accuracy()
+    trainer = PRMTrainer(prm, train_args(tmp_path, loss="bradley_terry", preference_delta=0.2, max_steps=40,
+                                         per_device_train_batch_size=4), targets)
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert losses[-1] < losses[0] - 0.05, losses
+    assert accuracy() >= max(0.7, before + 0.15), (before, accuracy())
+
+
+def test_validation_is_split_by_game_and_reports_the_metrics(targets, tmp_path):
+    train, valid = split_by_game(targets, 0.34, seed=1)
+    assert train and valid and not {r.game_file for r in train} & {r.game_file for r in valid}
+    prm = tiny_prm(prompt_config=PROMPT)
+    args = train_args(tmp_path, max_steps=4, validation_fraction=0.34, seed=1, eval_strategy="steps", eval_steps=4)
+    trainer = PRMTrainer(prm, args, targets)
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert {"eval_loss", "eval_accuracy", "eval_auc", "eval_ece"} <= set(metrics)
+    assert len(trainer.eval_dataset) == len(valid)
+
+
+def test_bad_inputs_are_named(tmp_path):
+    prm = tiny_prm()
+    with pytest.raises(ValueError, match="No target rows"):
+        PRMTrainer(prm, PRMConfig(output_dir=str(tmp_path), use_cpu=True), [])
+    with pytest.raises(ValueError, match="`loss`"):
+        PRMConfig(output_dir=str(tmp_path), loss="mse")
+
+
+def test_cli_collect_targets_train_and_evaluate_with_the_trained_prm(tmp_path, capsys):
+    from prm_gym.cli import main
+
+    backbone = tiny_prm().save_pretrained(tmp_path / "backbone")
+    assert main(["collect", "--agent", "random", "--split", "tiny", "--num-games", "2", "--repeats", "2",
+                 "--num-envs", "2", "--vectorization", "sync", "--backend", "fast", "--max-episode-steps", "6",
+                 "--output-dir", str(tmp_path / "rollouts")]) == 0
+    assert main(["targets", "--rollouts", str(tmp_path / "rollouts"), "--output-dir", str(tmp_path / "targets")]) == 0
+    assert main(["train-prm", "--targets", str(tmp_path / "targets"), "--model", str(backbone), "--max-steps", "2",
+                 "--validation-fraction", "0.5", "--max-prompt-tokens", "256", "--device", "cpu",
+                 "--output-dir", str(tmp_path / "prm")]) == 0
+    trained = tmp_path / "prm" / "model"
+    record = json.loads((trained / "training.json").read_text())
+    assert record["train_prm"]["max_steps"] == 2 and "targets" in record["targets"] and "eval_auc" in record["metrics"]
+    assert main(["eval", "--agent", "best-of-n", "--reward-model", str(trained), "--n", "2", "--split", "tiny",
+                 "--num-games", "1", "--max-episode-steps", "3", "--device", "cpu", "--backend", "fast"]) == 0
+    assert "best-of-2(random, model) on tiny (1 games, cap 3 steps)" in capsys.readouterr().out
+
+
+def test_cli_train_prm_without_targets_is_one_clear_line(tmp_path, capsys):
+    from prm_gym.cli import main
+
+    assert main(["train-prm", "--targets", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "prm")]) == 2
+    assert "prm-gym: error: No targets at" in capsys.readouterr().err
