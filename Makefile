@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A local copy of ALFWorld's games (as on the project's machines); without it `prm-gym data` downloads them.
 ALFWORLD_ARCHIVE ?= $(wildcard ../shared/data/alfworld/json_2.1.2-tw-pddl.tar.xz)
 TORCH_VERSION ?= 2.13.0
-EVAL_ARGS ?= --agent walkthrough --split valid_unseen
+EVAL_ARGS ?= --agent best-of-n --n 8 --mc-rollouts 16 --backend fast --split valid_unseen --output-dir runs/eval
 
 .PHONY: install data eval lint test
 
