@@ -1,4 +1,4 @@
-"""``prm_gym/ALFWorld-v0``: ALFWorld's text games, played by the fast engine or by ALFWorld's own text engine."""
+"""``prm_gym/ALFWorld-v0``: ALFWorld's text games, played by the fast engine (default) or ALFWorld's own engine."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ _TASK_PATTERN = re.compile(r"Your task is to: (.*)")
 #: state snapshots in constant time) and ``"textworld"`` (TextWorld's PDDL engine with ALFWorld's demangler,
 #: the reference); both give the same turns, step for step.
 BACKENDS = ("fast", "textworld")
-#: The engine ``ALFWorldEnv`` uses unless told otherwise.
-DEFAULT_BACKEND = "textworld"
+#: The engine ``ALFWorldEnv`` uses unless told otherwise (``backend="textworld"`` switches to the reference).
+DEFAULT_BACKEND = "fast"
 
 
 def make_engine(backend: str = DEFAULT_BACKEND) -> GameEngine:
@@ -52,7 +52,7 @@ class ALFWorldEnv(TextGameEnv):
 
     Games are ALFWorld's ``game.tw-pddl`` files, played as TextWorld's PDDL engine with ALFWorld's demangler
     plays them (objects read "apple 1", as published ALFWorld agents see them), by the engine ``backend``
-    names (:data:`BACKENDS`): ``"fast"`` gives the same turns much faster, with constant-time
+    names (:data:`BACKENDS`): ``"fast"``, the default, gives the same turns much faster, with constant-time
     :meth:`~prm_gym.envs.text_game_env.TextGameEnv.snapshot` / ``restore``; ``"textworld"`` is the reference,
     whose snapshots replay the commands since reset. An inadmissible or empty
     command returns "Nothing happens."; winning gives reward 1.0 and ends the episode. Register-time
@@ -77,7 +77,7 @@ class ALFWorldEnv(TextGameEnv):
 
         Branching from a state (the ``fast`` backend restores in constant time):
 
-        >>> env = gym.make("prm_gym/ALFWorld-v0", split="tiny", task_types="look", backend="fast")
+        >>> env = gym.make("prm_gym/ALFWorld-v0", split="tiny", task_types="look")
         >>> obs, info = env.reset(seed=0)
         >>> saved = env.unwrapped.snapshot()
         >>> env.step(info["walkthrough"][0])[0] != obs

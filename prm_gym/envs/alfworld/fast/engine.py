@@ -110,7 +110,7 @@ class FastALFWorldEngine(GameEngine):
         true_state, text_state = game.logic.apply(op, state.true_state, state.text_state)
         feedback = game.feedback(op, text_state)
         # The goal only reads some predicates: when the command changed none of them, it holds as before.
-        won = None if op.predicates & game.logic.goal.predicates else state.turn.won
+        won = None if not game.logic.goal.predicates.isdisjoint(op.predicates) else state.turn.won
         return self._set_state(game.state_after(feedback, true_state, text_state, score=True, won=won))
 
     def snapshot(self) -> FastSnapshot:

@@ -38,7 +38,7 @@ class GroundGame:
 
     Grounding follows fast_downward's translator: relaxed reachability from the initial state (negative
     literals ignored) gives the fluent atoms and the ground operators; each operator is then translated as
-    ``translate.py`` does, on first use.
+    ``translate.py`` does, and those that change nothing are dropped.
 
     Args:
         domain: the parsed domain.
@@ -81,8 +81,11 @@ class GroundGame:
         self.static_facts: frozenset[Atom] = frozenset(a for a in self.init_facts if a[0] not in fluent)
         init_fluent = frozenset(a for a in self.init_facts if a[0] in fluent)
         self._static = AtomIndex(self.static_facts)
-        self._ground(init_fluent)
-        self._translator = SasTranslator(fluent, self.reachable, self._holds_static)
+        variants = self._ground(init_fluent)
+        translator = SasTranslator(
+            fluent, self.reachable, self._holds_static, {action.name: action for action in domain.actions}
+        )
+        self._index([op for op in map(translator.translate, variants) if op is not None])
         #: The initial true state and text state.
         self.initial_true: frozenset[Atom] = init_fluent
         self.initial_text: frozenset[Atom] = init_fluent
@@ -97,7 +100,8 @@ class GroundGame:
             return args[0] == args[1]
         return (pred, *args) in self.static_facts
 
-    def _ground(self, init_fluent: frozenset[Atom]) -> None:
+    def _ground(self, init_fluent: frozenset[Atom]) -> list[Variant]:
+        """Find the relaxed-reachable atoms (:attr:`reachable`) and return the ground variants, sorted by name."""
         domain = self.domain
         fluent = domain.fluent_predicates
         reachable = AtomIndex(init_fluent)
@@ -148,22 +152,27 @@ class GroundGame:
             if variant is not None:
                 variants.append(variant)
         variants.sort(key=lambda v: v.key)
-        self._variants: tuple[Variant, ...] = tuple(variants)
-        # Index variants by one positive fluent precondition (the least shared one), to find the applicable
-        # ones by scanning the state's atoms.
+        return variants
+
+    def _index(self, ops: list[GroundOperator]) -> None:
+        """Keep the operators, indexed by one positive fluent precondition (the least shared one).
+
+        :meth:`applicable` then finds the applicable ones by scanning the state's atoms.
+        """
+        self._ops = tuple(ops)
         degree: dict[Atom, int] = defaultdict(int)
-        for variant in variants:
-            for atom in variant.pre_true:
+        for op in ops:
+            for atom in op.pre_true:
                 degree[atom] += 1
-        watch: dict[Atom, list[Variant]] = defaultdict(list)
-        unwatched: list[Variant] = []
-        for variant in variants:
-            if variant.pre_true:
-                watch[min(variant.pre_true, key=lambda a: (degree[a], a))].append(variant)
+        watch: dict[Atom, list[GroundOperator]] = defaultdict(list)
+        unwatched: list[GroundOperator] = []
+        for op in ops:
+            if op.pre_true:
+                watch[min(op.pre_true, key=lambda a: (degree[a], a))].append(op)
             else:
-                unwatched.append(variant)
-        self._watch: dict[Atom, tuple[Variant, ...]] = {atom: tuple(vs) for atom, vs in watch.items()}
-        self._unwatched: tuple[Variant, ...] = tuple(unwatched)
+                unwatched.append(op)
+        self._watch: dict[Atom, tuple[GroundOperator, ...]] = {atom: tuple(group) for atom, group in watch.items()}
+        self._unwatched: tuple[GroundOperator, ...] = tuple(unwatched)
 
     def _relaxed_condition(
         self, condition: tuple[Literal, ...], binding: dict[str, str], reachable: AtomIndex
@@ -281,57 +290,43 @@ class GroundGame:
             if pre.setdefault(atom, positive) != positive:
                 return None  # contradictory precondition
         key = (action.name, *(binding[name] for name, _ in action.parameters))
-        return Variant(
-            key, action, binding, tuple(a for a, v in pre.items() if v), tuple(a for a, v in pre.items() if not v)
-        )
-
-    def _translate(self, variant: Variant) -> GroundOperator | None:
-        """Return the variant's SAS+ operator (None when it changes nothing), computed once."""
-        if not variant.translated:
-            variant.op = self._translator.translate(variant)
-            variant.translated = True
-        return variant.op
+        pre_true = tuple(a for a, v in pre.items() if v)
+        return Variant(key, tuple(binding.items()), pre_true, tuple(a for a, v in pre.items() if not v))
 
     def operators(self) -> dict[tuple[str, ...], list[GroundOperator]]:
-        """Return every SAS+ operator fast_downward would emit, by name (translates them all; for checks)."""
+        """Return every SAS+ operator fast_downward emits for the game, by name."""
         result: dict[tuple[str, ...], list[GroundOperator]] = {}
-        for variant in self._variants:
-            op = self._translate(variant)
-            if op is not None:
-                result.setdefault(op.key, []).append(op)
+        for op in self._ops:
+            result.setdefault(op.key, []).append(op)
         return result
 
     def applicable(self, state: frozenset[Atom]) -> list[GroundOperator]:
         """List the applicable operators, one per name, sorted by name.
 
-        Variants of one name (a disjunctive precondition split in several operators) differ only in their
-        preconditions, so which applicable one stands for the name does not matter; the first by order is
-        kept. Variants that change nothing (fast_downward drops them) are never applicable.
+        Operators of one name (a disjunctive precondition split in several) differ only in their preconditions
+        in ALFWorld's games (``grounding_check`` checks it), so which applicable one stands for the name does
+        not matter; the first met is kept.
         """
         result: dict[tuple[str, ...], GroundOperator] = {}
         for atom in state:
-            variants = self._watch.get(atom)
-            if variants is None:
+            ops = self._watch.get(atom)
+            if ops is None:
                 continue
-            for variant in variants:
-                if variant.key in result:
+            for op in ops:
+                if op.key in result:
                     continue
-                for needed in variant.pre_true:
+                for needed in op.pre_true:
                     if needed not in state:
                         break
                 else:
-                    for forbidden in variant.pre_false:
+                    for forbidden in op.pre_false:
                         if forbidden in state:
                             break
                     else:
-                        op = variant.op if variant.translated else self._translate(variant)
-                        if op is not None:
-                            result[variant.key] = op
-        for variant in self._unwatched:
-            if variant.key not in result and not any(f in state for f in variant.pre_false):
-                op = self._translate(variant)
-                if op is not None:
-                    result[variant.key] = op
+                        result[op.key] = op
+        for op in self._unwatched:
+            if op.key not in result and not any(f in state for f in op.pre_false):
+                result[op.key] = op
         return [result[key] for key in sorted(result)]
 
     def apply(
@@ -339,11 +334,11 @@ class GroundGame:
     ) -> tuple[frozenset[Atom], frozenset[Atom]]:
         """Apply ``op`` to both views: fast_downward's (conditional effects honoured) and TextWorld's."""
         if op.true_add is not None and op.true_del is not None:
-            new_true = (true_state - op.true_del) | op.true_add
+            new_true = true_state.difference(op.true_del).union(op.true_add)
         else:
             # fast_downward: every condition is read in the old state, later effects overwrite earlier ones.
             values = {
                 atom: value for atom, value, cond in op.effects if all((a in true_state) == v for a, v in cond)
             }
             new_true = (true_state - {a for a, v in values.items() if not v}) | {a for a, v in values.items() if v}
-        return new_true, (text_state - op.text_del) | op.text_add
+        return new_true, text_state.difference(op.text_del).union(op.text_add)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from prm_gym.envs.alfworld.fast.atoms import Atom, negated
 from prm_gym.envs.alfworld.fast.pddl import ActionSchema
+from prm_gym.envs.alfworld.fast.syntax import Literal
 
 __all__ = ["GroundOperator", "SasEffect", "SasTranslator", "Variant"]
 
@@ -46,45 +47,29 @@ class GroundOperator(NamedTuple):
     #: SAS+ effects in fast_downward's order (sorted), conditions kept.
     effects: tuple[SasEffect, ...]
     #: Unconditional summary of the effects on the true state, or None when some effect is conditional.
-    true_add: frozenset[Atom] | None
-    true_del: frozenset[Atom] | None
+    true_add: tuple[Atom, ...] | None
+    true_del: tuple[Atom, ...] | None
     #: What TextWorld's fact set gains and loses (all effects applied, the last one on an atom winning).
-    text_add: frozenset[Atom]
-    text_del: frozenset[Atom]
+    text_add: tuple[Atom, ...]
+    text_del: tuple[Atom, ...]
     #: Predicates of the atoms the effects may change.
-    predicates: frozenset[str]
+    predicates: tuple[str, ...]
 
 
-class Variant:
-    """A relaxed-reachable ground variant of an action; its SAS+ operator is translated the first time it is needed.
+class Variant(NamedTuple):
+    """A relaxed-reachable ground variant of an action, which :class:`SasTranslator` turns into an operator.
 
-    :class:`~prm_gym.envs.alfworld.fast.grounding.GroundGame` makes them (see its example); a variant is an
+    :class:`~prm_gym.envs.alfworld.fast.grounding.GroundGame` makes them while grounding; a variant is an
     action bound to objects, one per disjunct of its precondition.
     """
 
-    __slots__ = ("key", "action", "binding", "pre_true", "pre_false", "translated", "op")
-
-    def __init__(
-        self,
-        key: tuple[str, ...],
-        action: ActionSchema,
-        binding: dict[str, str],
-        pre_true: tuple[Atom, ...],
-        pre_false: tuple[Atom, ...],
-    ) -> None:
-        """Hold ``action`` bound by ``binding`` (named ``key``), its fluent precondition split by sign."""
-        #: fast_downward's operator name: ``(action name, argument, ...)``.
-        self.key = key
-        self.action = action
-        #: Every parameter of the variant (the action's and the existential ones) to an object.
-        self.binding = binding
-        #: Fluent atoms that must hold / must not hold.
-        self.pre_true = pre_true
-        self.pre_false = pre_false
-        #: Whether :attr:`op` has been computed (it may be None: an operator that changes nothing).
-        self.translated = False
-        #: The SAS+ operator, once translated.
-        self.op: GroundOperator | None = None
+    #: fast_downward's operator name: ``(action name, argument, ...)``.
+    key: tuple[str, ...]
+    #: Every parameter of the variant (the action's and the existential ones), with its object.
+    binding: tuple[tuple[str, str], ...]
+    #: Fluent atoms that must hold / must not hold.
+    pre_true: tuple[Atom, ...]
+    pre_false: tuple[Atom, ...]
 
 
 class SasTranslator:
@@ -94,9 +79,10 @@ class SasTranslator:
         fluent_predicates: predicates some action changes.
         reachable: the fluent atoms fast_downward finds relaxed-reachable (its SAS+ variables).
         holds_static: whether a static fact (or an ``=`` test) holds.
+        actions: the domain's action schemas, by name.
 
-    :class:`~prm_gym.envs.alfworld.fast.grounding.GroundGame` owns one and translates its variants on first
-    use (see :class:`GroundOperator`'s example for what comes out).
+    :class:`~prm_gym.envs.alfworld.fast.grounding.GroundGame` uses one to translate its variants when it
+    grounds a game (see :class:`GroundOperator`'s example for what comes out).
     """
 
     def __init__(
@@ -104,21 +90,34 @@ class SasTranslator:
         fluent_predicates: frozenset[str],
         reachable: frozenset[Atom],
         holds_static: Callable[[str, tuple[str, ...]], bool],
+        actions: dict[str, ActionSchema],
     ) -> None:
         self._fluent = fluent_predicates
         self._reachable = reachable
         self._holds_static = holds_static
+        self._actions = actions
+        # The add and delete literals of each action without conditional effects (the common case).
+        self._plain: dict[str, tuple[tuple[Literal, ...], tuple[Literal, ...]]] = {
+            name: (
+                tuple(effect.literal for effect in action.effects if effect.literal[2]),
+                tuple(effect.literal for effect in action.effects if not effect.literal[2]),
+            )
+            for name, action in actions.items()
+            if not any(effect.condition for effect in action.effects)
+        }
 
     def translate(self, variant: Variant) -> GroundOperator | None:
         """Return the variant's SAS+ operator as fast_downward's ``translate_strips_operator`` builds it.
 
         Returns None when the operator changes nothing (fast_downward drops it).
         """
-        action, binding = variant.action, variant.binding
+        binding = dict(variant.binding)
+        plain = self._plain.get(variant.key[0])
+        if plain is not None:
+            return self._unconditional(variant, *plain, binding)
+        action = self._actions[variant.key[0]]
         pre = {atom: True for atom in variant.pre_true}
         pre.update((atom, False) for atom in variant.pre_false)
-        if not any(effect.condition for effect in action.effects):
-            return self._unconditional(variant, pre)
         fluent = self._fluent
         reachable = self._reachable
         adds: list[tuple[tuple[tuple[Atom, bool], ...], Atom]] = []
@@ -201,31 +200,26 @@ class SasTranslator:
                             filtered.append((cond_atom, value))
                     if not contradicts:
                         effects.add((atom, post, tuple(filtered)))
-        return _operator(variant, effects)
+        return _operator(variant, effects, distinct_atoms=False)
 
-    def _unconditional(self, variant: Variant, pre: dict[Atom, bool]) -> GroundOperator | None:
+    def _unconditional(
+        self, variant: Variant, adds: tuple[Literal, ...], deletes: tuple[Literal, ...], binding: dict[str, str]
+    ) -> GroundOperator | None:
         """Translate a variant without conditional effects (the common case of :meth:`translate`).
 
         An add effect whose atom the precondition already requires is dropped; a delete effect is dropped
         when its atom is unreachable, also added, or already required false; the guard fast_downward puts
         on a delete (the atom must hold) is pruned away again since nothing adds the atom.
         """
-        binding = variant.binding
-        added: set[Atom] = set()
-        deleted: list[Atom] = []
-        for effect in variant.action.effects:
-            pred, args, positive = effect.literal
-            atom = (pred, *(binding.get(a, a) for a in args))
-            if positive:
-                added.add(atom)
-            else:
-                deleted.append(atom)
-        effects: set[SasEffect] = {(atom, True, ()) for atom in added if pre.get(atom) is not True}
+        get = binding.get
+        added = {(pred, *[get(a, a) for a in args]) for pred, args, _ in adds}
+        effects: set[SasEffect] = {(atom, True, ()) for atom in added if atom not in variant.pre_true}
         reachable = self._reachable
-        for atom in deleted:
-            if atom in reachable and atom not in added and pre.get(atom) is not False:
+        for pred, args, _ in deletes:
+            atom = (pred, *[get(a, a) for a in args])
+            if atom in reachable and atom not in added and atom not in variant.pre_false:
                 effects.add((atom, False, ()))
-        return _operator(variant, effects)
+        return _operator(variant, effects, distinct_atoms=True)
 
 
 def _translate_condition(condition: Iterable[tuple[Atom, bool]]) -> dict[Atom, bool] | None:
@@ -237,24 +231,40 @@ def _translate_condition(condition: Iterable[tuple[Atom, bool]]) -> dict[Atom, b
     return result
 
 
-def _operator(variant: Variant, effects: set[SasEffect]) -> GroundOperator | None:
+def _operator(variant: Variant, effects: set[SasEffect], distinct_atoms: bool) -> GroundOperator | None:
+    """Build the operator of ``variant`` from its SAS+ effects (None when there are none).
+
+    ``distinct_atoms``: no two effects are on one atom (then plain tuple order is fast_downward's order).
+    """
     if not effects:
         return None  # fast_downward drops operators that change nothing
     # fast_downward sorts effects by (variable, pre, post, condition): on one atom, True (value 0) first.
-    ordered = tuple(sorted(effects, key=lambda e: (e[0], not e[1], e[2])))
-    final: dict[Atom, bool] = {}
-    for atom, value, _ in ordered:
-        final[atom] = value
-    text_add = frozenset(atom if value else negated(atom) for atom, value in final.items())
-    text_del = frozenset(negated(atom) if value else atom for atom, value in final.items())
-    true_add: frozenset[Atom] | None = None
-    true_del: frozenset[Atom] | None = None
-    if all(not cond for _, _, cond in ordered):
-        true_add = frozenset(a for a, v in final.items() if v)
-        true_del = frozenset(a for a, v in final.items() if not v)
-    predicates = frozenset(atom[0] for atom in final)
+    ordered = tuple(sorted(effects) if distinct_atoms else sorted(effects, key=lambda e: (e[0], not e[1], e[2])))
+    final = {atom: value for atom, value, _ in ordered}  # TextWorld applies them all, in order: the last one wins
+    text_add: list[Atom] = []
+    text_del: list[Atom] = []
+    true_add: list[Atom] = []
+    true_del: list[Atom] = []
+    for atom, value in final.items():
+        if value:
+            text_add.append(atom)
+            text_del.append(negated(atom))
+            true_add.append(atom)
+        else:
+            text_add.append(negated(atom))
+            text_del.append(atom)
+            true_del.append(atom)
+    plain = all(not cond for _, _, cond in ordered)
     return GroundOperator(
-        variant.key, variant.pre_true, variant.pre_false, ordered, true_add, true_del, text_add, text_del, predicates
+        variant.key,
+        variant.pre_true,
+        variant.pre_false,
+        ordered,
+        tuple(true_add) if plain else None,
+        tuple(true_del) if plain else None,
+        tuple(text_add),
+        tuple(text_del),
+        tuple(dict.fromkeys(atom[0] for atom in final)),
     )
 
 
