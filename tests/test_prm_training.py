@@ -1,5 +1,6 @@
 """PRM training on real rollouts of the tiny games: the loss falls and winning actions rank above losing ones."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,10 +9,12 @@ from conftest import tiny_prm
 
 pytest.importorskip("transformers")
 
+from transformers import EvalPrediction  # noqa: E402
+
 from prm_gym.agents import Agent, ExpertAgent, RandomAgent  # noqa: E402
-from prm_gym.prm import PromptConfig  # noqa: E402
-from prm_gym.prm.targets import TargetsConfig, compute_targets, preference_pairs  # noqa: E402
-from prm_gym.prm.training import PRMConfig, PRMTrainer, split_by_game  # noqa: E402
+from prm_gym.prm import Context, PromptConfig  # noqa: E402
+from prm_gym.prm.targets import TargetRow, TargetsConfig, compute_targets, preference_pairs  # noqa: E402
+from prm_gym.prm.training import PRMConfig, PRMTrainer, prm_metrics, split_by_game  # noqa: E402
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts, load_rollouts  # noqa: E402
 
 
@@ -40,7 +43,11 @@ def targets(tmp_path_factory):
                            max_episode_steps=10, backend="fast", output_dir=str(tmp_path_factory.mktemp("rollouts")))
     episodes = load_rollouts(collect_rollouts(lambda i: Sloppy(i), config, progress=False))
     assert 0 < sum(e.won for e in episodes) < len(episodes)
-    return compute_targets(episodes, TargetsConfig())
+    rows = compute_targets(episodes, TargetsConfig())
+    first_steps = [row for row in rows if not row.context.history]
+    assert sum(row.wins for row in first_steps) == sum(e.won for e in episodes)
+    assert sum(row.visits for row in first_steps) == len(episodes)
+    return rows
 
 
 #: Short renders, so that a tiny model trains in seconds.
@@ -56,7 +63,7 @@ def train_args(tmp_path, **overrides):
 
 def scores_auc(prm, rows):
     scores = np.array(prm.score([row.context for row in rows]))
-    won = np.array([row.q > 0.5 for row in rows])
+    won = np.array([row.success for row in rows])
     pos, neg = scores[won], scores[~won]
     return ((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
 
@@ -100,6 +107,27 @@ def test_validation_is_split_by_game_and_reports_the_metrics(targets, tmp_path):
     metrics = trainer.evaluate()
     assert {"eval_loss", "eval_accuracy", "eval_auc", "eval_ece"} <= set(metrics)
     assert len(trainer.eval_dataset) == len(valid)
+
+
+def test_auc_label_is_most_rollouts_won_not_q_above_one_half():
+    # Q^ ranks the rows one way, the won rollouts the other: the AUC follows the wins.
+    q = np.array([0.6, 0.55, 0.45, 0.4])
+    success = np.array([0.0, 0.0, 1.0, 1.0])
+    logits = np.array([-2.0, -1.0, 1.0, 2.0])
+    metrics = prm_metrics(EvalPrediction(logits, (q, success)))
+    assert metrics["auc"] == 1.0 and metrics["accuracy"] == 0.0
+    assert prm_metrics(EvalPrediction(-logits, (q, success)))["auc"] == 0.0
+
+
+def test_trainer_labels_success_from_the_wins(tmp_path):
+    state = Context("task", observation="You are in a room.")
+    # (action, q, visits, wins): a late win and an early loss (q > 0.5, half won); two far wins and a near loss.
+    rows = [TargetRow(dataclasses.replace(state.propose(action), game_file=f"g{i}"), q, visits, wins)
+            for i, (action, q, visits, wins) in enumerate([("look", 0.6, 2, 1), ("go to sink 1", 0.4, 3, 2),
+                                                           ("look", 0.7, 1, None)])]
+    trainer = PRMTrainer(tiny_prm(prompt_config=PROMPT), train_args(tmp_path, max_steps=1), rows)
+    assert [item["success"] for item in trainer.train_dataset] == [0.0, 1.0, 1.0]
+    assert [item["q"] for item in trainer.train_dataset] == [0.6, 0.4, 0.7]
 
 
 def test_bad_inputs_are_named(tmp_path):

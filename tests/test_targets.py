@@ -1,6 +1,8 @@
 """Monte-Carlo Q targets on hand-made trajectories whose answers are worked out by hand."""
 
+import dataclasses
 import json
+import logging
 
 import pytest
 
@@ -75,6 +77,29 @@ def test_rows_are_keyed_by_context_and_carry_the_context():
     assert rows[1].state_key == rows[3].state_key != rows[0].state_key
 
 
+def test_wins_count_the_won_rollouts_through_each_pair():
+    rows = compute_targets([WON, LOST, WON], HALF)
+    assert [(row.context.action, row.visits, row.wins) for row in rows] == [
+        ("go a", 3, 2), ("take x", 2, 2), ("put x", 2, 2), ("take y", 1, 0), ("look", 1, 0), ("look", 1, 0)
+    ]
+
+
+def test_success_is_most_rollouts_won_not_q_above_one_half():
+    # "go a": one win 2 steps from the end (0.25) and one loss 3 steps from it (-0.125): q > 0.5, half won.
+    go_a = compute_targets([WON, LOST], HALF)[0]
+    assert go_a.q > 0.5 and (go_a.visits, go_a.wins) == (2, 1) and not go_a.success
+    # Two far wins (0.25 each) and a loss at the end (-1): q < 0.5, but two rollouts in three won.
+    lost_at_once = Episode.from_actions("task", ["intro"], ["go a"], won=False, episode_id="0:2")
+    go_a = compute_targets([WON, WON, lost_at_once], HALF)[0]
+    assert go_a.q < 0.5 and (go_a.visits, go_a.wins) == (3, 2) and go_a.success
+
+
+def test_success_falls_back_to_q_without_wins():
+    row = TargetRow(Context("t", observation="o", action="a"), 0.6, 2)
+    assert row.wins is None and row.success
+    assert not dataclasses.replace(row, q=0.4).success and not dataclasses.replace(row, wins=1).success
+
+
 def test_min_visits_drops_rare_pairs():
     rows = compute_targets([WON, LOST], TargetsConfig(gamma=0.5, min_visits=2))
     assert [(row.context.action, row.visits) for row in rows] == [("go a", 2)]
@@ -131,7 +156,22 @@ def test_save_and_load_round_trip(tmp_path):
     meta = json.loads((folder / "config.json").read_text())
     assert meta["targets"]["gamma"] == 0.5 and meta["source"] == {"collect": {"split": "tiny"}}
     first = json.loads((folder / "targets.jsonl").read_text().splitlines()[0])
-    assert first["key"] == rows[0].key and first["history"] == [] and first["visits"] == 2
+    assert first["key"] == rows[0].key and first["history"] == [] and first["visits"] == 2 and first["wins"] == 1
+
+
+def test_old_files_without_wins_load_with_the_q_label_and_a_warning(tmp_path, caplog):
+    rows = compute_targets([WON, LOST], HALF)
+    old = [{k: v for k, v in row.to_dict().items() if k != "wins"} for row in rows]
+    (tmp_path / "targets.jsonl").write_text("".join(json.dumps(row) + "\n" for row in old))
+    with caplog.at_level(logging.WARNING, logger="prm_gym.prm.targets"):
+        loaded = load_targets(tmp_path)
+    assert loaded == [dataclasses.replace(row, wins=None) for row in rows]
+    assert [row.success for row in loaded] == [row.q > 0.5 for row in rows]
+    assert "6 of the 6 rows" in caplog.text and "have no `wins`" in caplog.text
+    caplog.clear()
+    save_targets(rows, tmp_path, HALF)
+    load_targets(tmp_path)
+    assert "wins" not in caplog.text
 
 
 def test_saving_nothing_is_an_error(tmp_path):
@@ -155,4 +195,12 @@ def test_loading_bad_folders_says_what_is_wrong(tmp_path):
         load_targets(tmp_path)
     (tmp_path / "targets.jsonl").write_text(json.dumps({**row, "q": "high"}) + "\n")
     with pytest.raises(ValueError, match="`q` is a number"):
+        load_targets(tmp_path)
+
+
+@pytest.mark.parametrize("wins", [-1, 2, 0.5, True, "1"])
+def test_loading_bad_wins_says_what_is_wrong(tmp_path, wins):
+    row = {**TargetRow(Context("t", observation="o", action="a"), 0.5, 1).to_dict(), "wins": wins}
+    (tmp_path / "targets.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=r"Line 1 .*`wins` is an integer in \[0, visits=1\]"):
         load_targets(tmp_path)

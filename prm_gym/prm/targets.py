@@ -8,6 +8,12 @@ over the rollouts through it, of the discounted return of that step, normalised 
 pairs at a state, and :func:`save_targets` / :func:`load_targets` keep them in a folder (``targets.jsonl``, one
 self-contained row per (state, action), and ``config.json``).
 
+A row also counts the rollouts through it that were won (``wins``, of ``visits``): its success label,
+:attr:`TargetRow.success`, is "most of the rollouts through this (state, action) were won", the label of the
+PRM's AUC. Q^ alone cannot give it: one late win and one early loss average above 0.5. Target files written
+before ``wins`` was recorded still load, with ``wins=None``: their label falls back to Q^ > 0.5, and
+:func:`load_targets` logs a warning saying so (recompute them with ``prm-gym targets`` for the real label).
+
 States are keyed by their text (task, history, observation), as in the paper: the agent's view, so two games
 that read the same share a target.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +37,8 @@ from prm_gym.prm.context import Context
 
 if TYPE_CHECKING:
     from prm_gym.rollout.collect import Episode
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "TargetRow",
@@ -124,7 +133,7 @@ def normalised_q(q: float, config: TargetsConfig) -> float:
 
 @dataclass(frozen=True)
 class TargetRow:
-    """The Monte-Carlo target of one (state, action): its context, normalised Q^ and number of rollouts."""
+    """The Monte-Carlo target of one (state, action): its context, normalised Q^, rollouts and won rollouts."""
 
     #: The state and the action taken in it (:meth:`Context.propose`); ``game_file`` is the first rollout's game.
     context: Context
@@ -132,6 +141,24 @@ class TargetRow:
     q: float
     #: How many rollout steps went through it.
     visits: int
+    #: How many of those were steps of won episodes; None when unknown (target files older than this field).
+    wins: int | None = None
+
+    @property
+    def success(self) -> bool:
+        """Whether most rollouts through this (state, action) were won (``wins / visits > 0.5``).
+
+        Without ``wins`` (an old target file) it falls back to ``q > 0.5``, which a late win and an early loss
+        can tip the other way.
+
+        Example:
+            >>> row = TargetRow(Context("t", observation="o", action="a"), q=0.6, visits=2, wins=1)
+            >>> row.success, dataclasses.replace(row, wins=None).success
+            (False, True)
+        """
+        if self.wins is None:
+            return self.q > 0.5
+        return 2 * self.wins > self.visits
 
     @property
     def key(self) -> str:
@@ -149,21 +176,23 @@ class TargetRow:
         return self.context.game_file
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a ``targets.jsonl`` row: the context's fields, ``key``, ``state_key``, ``q``, ``visits``."""
+        """Return a ``targets.jsonl`` row: the context's fields, ``key``, ``state_key``, ``q``, ``visits``, ``wins``."""
         return {
             **self.context.to_dict(),
             "key": self.key,
             "state_key": self.state_key,
             "q": self.q,
             "visits": self.visits,
+            "wins": self.wins,
         }
 
     @classmethod
     def from_dict(cls, row: Mapping[str, Any]) -> TargetRow:
-        """Rebuild a row from :meth:`to_dict`'s output.
+        """Rebuild a row from :meth:`to_dict`'s output; a row without ``wins`` (an older file) gets ``wins=None``.
 
         Raises:
-            ValueError: when fields are missing or ``q`` / ``visits`` are not numbers.
+            ValueError: when fields are missing, ``q`` / ``visits`` are not numbers, or ``wins`` is not an
+                integer in [0, visits].
         """
         missing = [name for name in ("action", "q", "visits") if name not in row]
         if missing:
@@ -176,7 +205,10 @@ class TargetRow:
             or not isinstance(visits, int)
         ):
             raise ValueError(f"A target row's `q` is a number and `visits` an integer. Received {q!r}, {visits!r}.")
-        return cls(Context.from_dict(row), float(q), visits)
+        wins = row.get("wins")
+        if wins is not None and (isinstance(wins, bool) or not isinstance(wins, int) or not 0 <= wins <= visits):
+            raise ValueError(f"A target row's `wins` is an integer in [0, visits={visits}]. Received {wins!r}.")
+        return cls(Context.from_dict(row), float(q), visits, wins)
 
 
 def compute_targets(
@@ -190,7 +222,7 @@ def compute_targets(
         progress: Show a progress bar over episodes.
 
     Returns:
-        One row per key visited at least ``config.min_visits`` times.
+        One row per key visited at least ``config.min_visits`` times, with its visits and won visits.
 
     Raises:
         ValueError: when there are no episodes, or a step's context has no action.
@@ -199,12 +231,13 @@ def compute_targets(
         >>> from prm_gym.rollout import Episode
         >>> won = Episode.from_actions("task", ["intro", "here"], ["go", "take"], won=True)
         >>> lost = Episode.from_actions("task", ["intro", "here"], ["go", "drop"], won=False)
-        >>> [(row.context.action, row.q, row.visits) for row in compute_targets([won, lost])]
-        [('go', 0.5, 2), ('take', 1.0, 1), ('drop', 0.0, 1)]
+        >>> [(row.context.action, row.q, row.visits, row.wins) for row in compute_targets([won, lost])]
+        [('go', 0.5, 2, 1), ('take', 1.0, 1, 1), ('drop', 0.0, 1, 0)]
     """
     config = config or TargetsConfig()
     totals: dict[str, float] = {}
     visits: dict[str, int] = {}
+    wins: dict[str, int] = {}
     first: dict[str, Context] = {}
     count = 0
     for episode in tqdm(episodes, desc="targets", unit="episode", disable=not progress):
@@ -218,10 +251,11 @@ def compute_targets(
             first.setdefault(key, context)
             totals[key] = totals.get(key, 0.0) + step_return(episode.won, length - 1 - t, config, t=t)
             visits[key] = visits.get(key, 0) + 1
+            wins[key] = wins.get(key, 0) + int(episode.won)
     if count == 0:
         raise ValueError("No episodes to compute targets from.")
     return [
-        TargetRow(context, normalised_q(totals[key] / visits[key], config), visits[key])
+        TargetRow(context, normalised_q(totals[key] / visits[key], config), visits[key], wins[key])
         for key, context in first.items()
         if visits[key] >= config.min_visits
     ]
@@ -285,6 +319,9 @@ def save_targets(
 def load_targets(path: str | os.PathLike[str]) -> list[TargetRow]:
     """Read the targets :func:`save_targets` wrote to a folder.
 
+    A file written before ``wins`` was recorded loads with ``wins=None`` on its rows, and a warning is logged:
+    their success label (:attr:`TargetRow.success`) falls back to Q^ > 0.5.
+
     Raises:
         FileNotFoundError: when the folder or its ``targets.jsonl`` does not exist.
         ValueError: when the file is empty or a row is malformed (the line is named).
@@ -300,6 +337,13 @@ def load_targets(path: str | os.PathLike[str]) -> list[TargetRow]:
             raise ValueError(f"Line {number} of {file}: {error}") from None
     if not rows:
         raise ValueError(f"{file} is empty.")
+    unknown = sum(row.wins is None for row in rows)
+    if unknown:
+        logger.warning(
+            "%d of the %d rows of %s have no `wins`: their success label falls back to Q^ > 0.5. Recompute the "
+            "targets with `prm-gym targets` for the real label (most rollouts through the row won).",
+            unknown, len(rows), file,
+        )
     return rows
 
 

@@ -5,7 +5,9 @@ logit is trained with soft binary cross-entropy against it. The relative variant
 one state whose Q^ differ by at least ``preference_delta`` with the Bradley-Terry loss
 ``-log sigmoid(logit_chosen - logit_rejected)``. Rows are split into training and validation **by game**
 (never by row: the states of one game are too alike), and evaluation reports the loss, accuracy at 0.5, the
-AUC of predicting which actions lead to success, and the calibration error.
+AUC of predicting which actions lead to success, and the calibration error. An action "leads to success" when
+most of the rollouts through it were won (:attr:`TargetRow.success`, ``wins / visits > 0.5``), a label counted
+from the rollouts rather than read off Q^, which mixes the outcomes with how far they were.
 
 Inputs go through :meth:`ProcessRewardModel.encode` and :meth:`ProcessRewardModel.logits`, the same path as
 scoring. The same code trains the shared SmolLM2-135M on a CPU (bf16 autocast) and a 3B model on a GPU.
@@ -130,8 +132,9 @@ class PRMTrainer(Trainer):
         >>> bert = BertForSequenceClassification(BertConfig(vocab_size=len(words), hidden_size=16,
         ...     num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=1))
         >>> prm = ProcessRewardModel(bert, tokenizer)
-        >>> rows = [TargetRow(Context("look", observation="You are in a room.", game_file=f"g{i}").propose(a), q, 4)
-        ...         for i, (a, q) in enumerate([("look", 1.0), ("go to sink 1", 0.0)] * 4)]
+        >>> room = [Context("look", observation="You are in a room.", game_file=f"g{i}") for i in range(8)]
+        >>> rows = [TargetRow(room[i].propose(a), q, visits=4, wins=wins)
+        ...         for i, (a, q, wins) in enumerate([("look", 1.0, 4), ("go to sink 1", 0.0, 0)] * 4)]
         >>> trainer = PRMTrainer(prm, PRMConfig(output_dir="/tmp/prm-doc", max_steps=2, validation_fraction=0.25,
         ...                                     use_cpu=True, save_strategy="no"), rows)
         >>> trainer.train().global_step  # doctest: +ELLIPSIS
@@ -187,14 +190,17 @@ class PRMTrainer(Trainer):
 
 
 def _items(rows: Sequence[TargetRow], args: PRMConfig) -> list[dict[str, Any]]:
+    """Return the dataset items: (context, Q^, success label) per row, or (chosen, rejected) per preference pair."""
     if args.loss == "soft_bce":
-        # Success: the rollouts through (s, a) reach the goal more than they fail (Q^ above the midpoint).
-        return [{"context": row.context, "q": row.q, "success": float(row.q > 0.5)} for row in rows]
+        return [{"context": row.context, "q": row.q, "success": float(row.success)} for row in rows]
     return [{"chosen": c.context, "rejected": r.context} for c, r in preference_pairs(rows, args.preference_delta)]
 
 
 def prm_metrics(prediction: EvalPrediction) -> dict[str, float]:
-    """Accuracy at 0.5, AUC of predicting success (Q^ > 0.5) and expected calibration error, from logits.
+    """Accuracy at 0.5 and expected calibration error against Q^, and the AUC of predicting success, from logits.
+
+    The label ids are (Q^, success) per row; success is :attr:`TargetRow.success` (most rollouts through the row
+    were won), so the AUC says how well the scores rank winning actions above the others.
 
     Example:
         >>> logits = np.array([2.0, -1.0, 0.5, -3.0])
