@@ -7,7 +7,7 @@ Usage::
     prm-gym collect --agent random --split train --repeats 16 --output-dir runs/rollouts
     prm-gym targets --rollouts runs/rollouts --output-dir runs/targets
     prm-gym train-prm --targets runs/targets --model HuggingFaceTB/SmolLM2-135M-Instruct --output-dir runs/prm
-    prm-gym eval --agent best-of-n --reward-model runs/prm/model --split valid_unseen
+    prm-gym eval --agent best-of-n --reward-model runs/prm/model --split valid_unseen --batch-size 8
 """
 
 from __future__ import annotations

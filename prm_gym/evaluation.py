@@ -1,11 +1,15 @@
 """Evaluate an agent on ALFWorld and report it in the layout of the AgentPRM paper's Table 1.
 
-Every game of the split is played once, in order, under the step cap; the table gives the success rate
-and the mean number of actions, overall and per task type (Pick, Clean, Heat, Cool, Look, Pick2).
-With an output folder, each finished episode is appended to ``episodes.jsonl`` as it ends, so an interrupted
-evaluation resumes where it stopped; the end writes ``results.json`` (the config, the table) and
-``success.png`` (a bar chart). Game ``i`` is played with seed ``seed + i`` (env and agent), so results do not
-depend on which games were played before, and a resumed run gives the same table as an uninterrupted one.
+Every game of the split is played once, under the step cap; the table gives the success rate and the mean
+number of actions, overall and per task type (Pick, Clean, Heat, Cool, Look, Pick2).
+Games are played in consecutive groups of ``batch_size``, each game in its own env, in lockstep: every turn is
+one :meth:`Agent.decide` call over the unfinished games of the group, so an LLM agent batches its generation
+across games. With an output folder, each finished group's episodes are appended to ``episodes.jsonl`` (one
+write), so an interrupted evaluation resumes at the first unfinished group; the end writes ``results.json``
+(the config, the table) and ``success.png`` (a bar chart). Game ``i``'s env is reset with seed ``seed + i``
+and the agent with the seed of its group's first game, so results do not depend on which groups were played
+before, and a resumed run gives the same table as an uninterrupted one (with ``batch_size=1``, game ``i`` is
+played with seed ``seed + i``, env and agent, one game at a time).
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ import gymnasium as gym
 from tqdm.auto import tqdm
 
 import prm_gym  # noqa: F401  (registers the environments)
-from prm_gym.agents import Agent, BestOfNAgent, ExpertAgent, RandomAgent, WalkthroughAgent
+from prm_gym.agents import Agent, BestOfNAgent, Decision, ExpertAgent, RandomAgent, WalkthroughAgent
 from prm_gym.envs.alfworld.env import DEFAULT_BACKEND
 from prm_gym.envs.alfworld.tasks import TASK_TYPES
 from prm_gym.io import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl
 from prm_gym.prm.base import RewardModel
+from prm_gym.prm.context import Context
 from prm_gym.rollout.monte_carlo import MonteCarloConfig, MonteCarloRewardModel
 
 __all__ = [
@@ -68,8 +73,10 @@ class EvalConfig:
     num_games: int | None = None
     #: Step cap per episode (the paper uses 30).
     max_episode_steps: int = 30
-    #: Base seed: game i is played with seed + i.
+    #: Base seed: game i's env is reset with seed + i, the agent with seed + (first game of i's group).
     seed: int = 0
+    #: Games played together, in lockstep, one `decide` call per turn over all of them (LLM agents batch it).
+    batch_size: int = 1
     #: Folder holding ALFWorld's ``json_2.1.1/`` (default: $ALFWORLD_DATA, then the cache).
     data_dir: str | None = None
     #: Where to write episodes.jsonl, results.json and success.png (and resume from); nothing is written without.
@@ -129,17 +136,50 @@ def _model_name(reward_model: str) -> str:
 def evaluate(agent: Agent, config: EvalConfig, *, progress: bool = True) -> list[EpisodeResult]:
     """Play every selected game once with ``agent`` and return one result per game, in game order.
 
-    With ``config.output_dir``, episodes already in its ``episodes.jsonl`` are not played again.
+    With ``config.output_dir``, groups whose episodes are all in its ``episodes.jsonl`` are not played again.
 
     Example:
-        >>> results = evaluate(WalkthroughAgent(), EvalConfig(split="tiny"), progress=False)
+        >>> results = evaluate(WalkthroughAgent(), EvalConfig(split="tiny", batch_size=3), progress=False)
         >>> all(r.won for r in results), len(results)
         (True, 6)
 
     Raises:
-        ValueError: the output folder holds an evaluation made with another config or agent.
+        ValueError: ``config.batch_size`` is below 1, or the output folder holds an evaluation made with another
+            config or agent.
     """
-    env = gym.make(
+    if config.batch_size < 1:
+        raise ValueError(f"`batch_size` should be at least 1. Received {config.batch_size}.")
+    output = Path(config.output_dir) if config.output_dir is not None else None
+    envs = [_make_env(config)]
+    results: list[EpisodeResult] = []
+    try:
+        num_games = len(envs[0].unwrapped.game_files)  # type: ignore[attr-defined]
+        if config.num_games is not None:
+            num_games = min(num_games, config.num_games)
+        finished = _resume(output, config, agent.name) if output is not None else {}
+        envs += [_make_env(config) for _ in range(min(config.batch_size, num_games) - 1)]
+        with tqdm(total=num_games, desc=f"{agent.name} on {config.split}", disable=not progress) as bar:
+            for first in range(0, num_games, config.batch_size):
+                indices = range(first, min(first + config.batch_size, num_games))
+                if all(index in finished for index in indices):
+                    group = [finished[index] for index in indices]
+                else:
+                    group = _play_group(envs, agent, indices, config.seed)
+                    if output is not None:
+                        append_jsonl(output / EPISODES_FILE, [dataclasses.asdict(result) for result in group])
+                results += group
+                bar.update(len(group))
+    finally:
+        for env in envs:
+            env.close()
+    if output is not None:
+        _write_results(output, config, agent.name, results)
+    return results
+
+
+def _make_env(config: EvalConfig) -> gym.Env[str, str]:
+    """Make the env of one game of a group (each game of a group has its own, to be played in lockstep)."""
+    return gym.make(
         "prm_gym/ALFWorld-v0",
         split=config.split,
         task_types=list(config.task_types) or None,
@@ -147,41 +187,57 @@ def evaluate(agent: Agent, config: EvalConfig, *, progress: bool = True) -> list
         max_episode_steps=config.max_episode_steps,
         backend=config.backend,
     )
-    num_games = len(env.unwrapped.game_files)  # type: ignore[attr-defined]
-    if config.num_games is not None:
-        num_games = min(num_games, config.num_games)
-    output = Path(config.output_dir) if config.output_dir is not None else None
-    finished = _resume(output, config, agent.name) if output is not None else {}
-    results = []
-    try:
-        for index in tqdm(range(num_games), desc=f"{agent.name} on {config.split}", disable=not progress):
-            if index in finished:
-                results.append(finished[index])
-                continue
-            result = _play(env, agent, index, config.seed + index)
-            if output is not None:
-                append_jsonl(output / EPISODES_FILE, [dataclasses.asdict(result)])
-            results.append(result)
-    finally:
-        env.close()
-    if output is not None:
-        _write_results(output, config, agent.name, results)
-    return results
 
 
-def _play(env: gym.Env[str, str], agent: Agent, index: int, seed: int) -> EpisodeResult:
-    observation, info = env.reset(seed=seed, options={"game": index})
-    agent.reset(seed=seed)
-    task_type, game_file = info["task_type"], info["game_file"]
-    actions: list[str] = []
-    reasons: list[str | None] = []
-    done = False
-    while not done:
-        actions.append(agent.act(observation, info))
-        reasons.append(agent.context.reason if agent.context is not None else None)
-        observation, _, terminated, truncated, info = env.step(actions[-1])
-        done = terminated or truncated
-    return EpisodeResult(game_file, task_type, bool(info["won"]), len(actions), actions, index, reasons)
+@dataclass
+class _Game:
+    """One game of a lockstep group while it is played: its env, the evaluator's context and what was sent."""
+
+    env: gym.Env[str, str]
+    index: int
+    context: Context
+    task_type: str
+    game_file: str
+    actions: list[str] = field(default_factory=list)
+    reasons: list[str | None] = field(default_factory=list)
+    won: bool = False
+    done: bool = False
+
+    @classmethod
+    def start(cls, env: gym.Env[str, str], index: int, seed: int) -> _Game:
+        """Reset ``env`` on game ``index`` with ``seed``."""
+        observation, info = env.reset(seed=seed, options={"game": index})
+        return cls(env, index, Context.from_reset(observation, info), info["task_type"], info["game_file"])
+
+    def step(self, decision: Decision) -> None:
+        """Send the decision's action and move the context on to the env's answer."""
+        self.actions.append(decision.action)
+        self.reasons.append(decision.reason)
+        observation, _, terminated, truncated, info = self.env.step(decision.action)
+        self.context = self.context.propose(decision.action, decision.reason).advance(observation, info)
+        self.won, self.done = bool(info["won"]), terminated or truncated
+
+    def result(self) -> EpisodeResult:
+        """Return the finished episode."""
+        return EpisodeResult(
+            self.game_file, self.task_type, self.won, len(self.actions), self.actions, self.index, self.reasons
+        )
+
+
+def _play_group(envs: Sequence[gym.Env[str, str]], agent: Agent, indices: range, seed: int) -> list[EpisodeResult]:
+    """Play games ``indices`` in lockstep, one env each: per turn, one ``decide`` over the unfinished games.
+
+    The agent is reset with the seed of the group's first game, so a replayed group plays exactly as before.
+    """
+    agent.reset(seed=seed + indices[0])
+    games = [_Game.start(env, index, seed + index) for env, index in zip(envs, indices, strict=False)]
+    while unfinished := [game for game in games if not game.done]:
+        decisions = agent.decide([game.context for game in unfinished])
+        if len(decisions) != len(unfinished):
+            raise ValueError(f"{agent.name} returned {len(decisions)} decisions for {len(unfinished)} contexts.")
+        for game, decision in zip(unfinished, decisions, strict=True):
+            game.step(decision)
+    return [game.result() for game in games]
 
 
 def _resume(output: Path, config: EvalConfig, agent_name: str) -> dict[int, EpisodeResult]:
@@ -190,7 +246,9 @@ def _resume(output: Path, config: EvalConfig, agent_name: str) -> dict[int, Epis
     config_file = output / CONFIG_FILE
     if config_file.exists():
         recorded = json.loads(config_file.read_text(encoding="utf-8"))
-        if recorded != json.loads(json.dumps(identity)):
+        # Fields added since the folder was written (batch_size) take their defaults, which play as before did.
+        recorded["config"] = {**dataclasses.asdict(EvalConfig()), **recorded["config"]}
+        if json.loads(json.dumps(recorded)) != json.loads(json.dumps(identity)):
             raise ValueError(
                 f"{output} holds an evaluation with another config or agent ({recorded}); choose another output_dir."
             )

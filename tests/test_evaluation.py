@@ -1,9 +1,11 @@
 import dataclasses
+import hashlib
 import json
 
 import pytest
 
 from prm_gym.agents import Agent, RandomAgent, WalkthroughAgent
+from prm_gym.cli import main
 from prm_gym.evaluation import EpisodeResult, EvalConfig, evaluate, format_table, make_agent, summarize
 
 
@@ -95,3 +97,92 @@ def test_an_output_folder_of_another_evaluation_is_refused(tmp_path):
     evaluate(WalkthroughAgent(), config, progress=False)
     with pytest.raises(ValueError, match="another config"):
         evaluate(WalkthroughAgent(), dataclasses.replace(config, num_games=2), progress=False)
+
+
+def test_an_old_output_folder_without_batch_size_resumes_as_batch_size_1(tmp_path):
+    config = EvalConfig(agent="random", split="tiny", max_episode_steps=4, output_dir=str(tmp_path))
+    whole = evaluate(RandomAgent(), config, progress=False)
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    del recorded["config"]["batch_size"]  # written before the field existed
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    assert evaluate(RandomAgent(), config, progress=False) == whole
+    with pytest.raises(ValueError, match="another config"):
+        evaluate(RandomAgent(), dataclasses.replace(config, batch_size=2), progress=False)
+
+
+@pytest.mark.parametrize("name", ["walkthrough", "expert"])
+def test_lockstep_groups_of_3_win_every_tiny_game_with_the_reference_agents(name):
+    results = evaluate(make_agent(name), EvalConfig(split="tiny", batch_size=3), progress=False)
+    assert [r.index for r in results] == list(range(6)) and all(r.won for r in results)
+
+
+def test_batch_size_1_gives_the_results_of_one_game_at_a_time():
+    """Recorded before lockstep groups existed (``agent.act`` one game at a time): they must keep holding."""
+    results = evaluate(make_agent("random", seed=0), EvalConfig(split="tiny", batch_size=1), progress=False)
+    assert [(r.won, r.steps) for r in results] == [(True, 15)] + [(False, 30)] * 5
+    assert results[0].actions[:5] == ["inventory", "help", "go to sidetable 1", "go to desk 1", "go to drawer 1"]
+    actions = json.dumps([r.actions for r in results]).encode()
+    assert hashlib.sha256(actions).hexdigest()[:16] == "e40e13ae0866a9fa"
+
+
+class Counting(WalkthroughAgent):
+    """A walkthrough agent (its games end at different turns) that records each ``decide`` call's batch size."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def decide(self, contexts):
+        self.calls.append(len(contexts))
+        return super().decide(contexts)
+
+
+def test_each_turn_is_one_decide_call_over_the_unfinished_games_of_the_group():
+    agent = Counting()
+    results = evaluate(agent, EvalConfig(split="tiny", batch_size=4), progress=False)
+    expected = []
+    for group in (results[:4], results[4:]):
+        expected += [sum(r.steps > turn for r in group) for turn in range(max(r.steps for r in group))]
+    assert agent.calls == expected and all(r.won for r in results) and len(set(agent.calls)) > 2
+
+
+class StopAt(RandomAgent):
+    """A random agent that stops the evaluation (like Ctrl-C) at its ``stop_at``-th ``decide`` call."""
+
+    def __init__(self, stop_at):
+        super().__init__()
+        self.stop_at, self.calls = stop_at, 0
+
+    def decide(self, contexts):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return super().decide(contexts)
+
+
+def test_lockstep_random_play_is_deterministic_and_an_interrupted_run_resumes_to_the_same_table(tmp_path):
+    config = EvalConfig(agent="random", split="tiny", max_episode_steps=6, seed=3, batch_size=2)
+    whole = evaluate(RandomAgent(), config, progress=False)
+    assert evaluate(RandomAgent(), config, progress=False) == whole
+    assert whole != evaluate(RandomAgent(), dataclasses.replace(config, batch_size=1), progress=False)
+
+    resumed = dataclasses.replace(config, output_dir=str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(StopAt(6 + 3), resumed, progress=False)  # group 0 took 6 turns; stop in group 1's 3rd turn
+    lines = (tmp_path / "episodes.jsonl").read_text().splitlines()
+    assert [json.loads(line)["index"] for line in lines] == [0, 1]  # only the whole group
+    assert evaluate(RandomAgent(), resumed, progress=False) == whole
+    with open(tmp_path / "episodes.jsonl", "w") as f:  # an interruption after group 1, one write cut short
+        f.write("\n".join(lines + [json.dumps(dataclasses.asdict(whole[2]))]) + '\n{"game_file": "cut sh')
+    assert evaluate(RandomAgent(), resumed, progress=False) == whole
+    table = json.loads((tmp_path / "results.json").read_text())["table"]
+    assert table == format_table(summarize(whole), table.splitlines()[0])
+
+
+def test_batch_size_below_1_is_refused_with_a_clear_error(capsys):
+    with pytest.raises(ValueError, match="`batch_size` should be at least 1"):
+        evaluate(RandomAgent(), EvalConfig(split="tiny", batch_size=0), progress=False)
+    assert main(["eval", "--agent", "random", "--split", "tiny", "--batch-size", "0"]) == 2
+    assert "prm-gym: error: `batch_size` should be at least 1" in capsys.readouterr().err
+    assert main(["eval", "--agent", "walkthrough", "--split", "tiny", "--batch-size", "4"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split()[:3] == ["success", "%", "100.0"]
