@@ -12,8 +12,19 @@ __all__ = [
     "BestOfNAgent",
     "Decision",
     "ExpertAgent",
+    "HFAgent",
+    "HFAgentConfig",
     "OpenAIAgentConfig",
     "OpenAICompatibleAgent",
     "RandomAgent",
     "WalkthroughAgent",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import :class:`HFAgent` on first use: it needs torch and transformers (the `llm` extra)."""
+    if name in ("HFAgent", "HFAgentConfig"):
+        from prm_gym.agents import hf_agent
+
+        return getattr(hf_agent, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

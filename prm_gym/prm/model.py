@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
-import logging
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 try:
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError("ProcessRewardModel needs the `llm` extra: pip install 'prm-gym[llm]'") from err
 
+from prm_gym.checkpoints import load_pretrained, resolve_source, token_batches
 from prm_gym.devices import resolve_device, resolve_dtype
 from prm_gym.io import atomic_directory
 from prm_gym.prm.context import Context
@@ -38,13 +36,11 @@ from prm_gym.prm.prompt import PromptConfig, render_text
 if TYPE_CHECKING:
     from peft import LoraConfig
 
-__all__ = ["SETTINGS_FILE", "LoraSettings", "ProcessRewardModel", "default_cache_dir", "head_logits"]
+__all__ = ["SETTINGS_FILE", "LoraSettings", "ProcessRewardModel", "head_logits"]
 
-logger = logging.getLogger(__name__)
 
 #: The file beside the weights that holds the prompt config and the model settings.
 SETTINGS_FILE = "prm_gym_config.json"
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 @dataclass
@@ -161,7 +157,7 @@ class ProcessRewardModel:
             max_batch_tokens: Scoring batch budget; default: the saved one, else 8192.
             lora: Wrap the backbone with LoRA adapters (for training).
             trust_remote_code: Let transformers run model code shipped with the checkpoint.
-            cache_dir: Folder of converted GGUF models; default :func:`default_cache_dir`.
+            cache_dir: Folder of converted GGUF models; default :func:`prm_gym.checkpoints.default_cache_dir`.
 
         Returns:
             The model, on ``device``, in eval mode.
@@ -173,25 +169,18 @@ class ProcessRewardModel:
         """
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
-        source = _model_source(name_or_path, gguf_file, cache_dir, torch_dtype)
+        source = resolve_source(name_or_path, dtype=torch_dtype, gguf_file=gguf_file, cache_dir=cache_dir)
         saved_prompt, saved_max_batch_tokens = _read_settings(Path(source) / SETTINGS_FILE)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                source,
-                num_labels=1,
-                ignore_mismatched_sizes=True,
-                dtype=torch_dtype,
-                use_safetensors=True,
-                trust_remote_code=trust_remote_code,
-            )
-        except OSError as err:
-            if Path(source).exists():
-                raise
-            raise OSError(
-                f"{source!r} is neither a local directory nor a .gguf file, and the Hugging Face hub could not "
-                f"provide it ({err}). Pass a local model directory or a .gguf file instead."
-            ) from err
+        tokenizer = load_pretrained(AutoTokenizer, source, trust_remote_code=trust_remote_code)
+        model = load_pretrained(
+            AutoModelForSequenceClassification,
+            source,
+            num_labels=1,
+            ignore_mismatched_sizes=True,
+            dtype=torch_dtype,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+        )
         return cls(
             model.to(torch_device),
             tokenizer,
@@ -263,7 +252,7 @@ class ProcessRewardModel:
         self.model.eval()
         try:
             with torch.inference_mode():
-                for rows in _token_batches([len(ids) for ids in token_ids], self.max_batch_tokens):
+                for rows in token_batches([len(ids) for ids in token_ids], self.max_batch_tokens):
                     probabilities = torch.sigmoid(self.logits(self._pad([token_ids[i] for i in rows])))
                     for row, probability in zip(rows, probabilities.tolist(), strict=True):
                         scores[row] = probability
@@ -306,79 +295,6 @@ def head_logits(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> to
     device = next(model.parameters()).device
     output = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
     return output.logits.squeeze(-1).float()
-
-
-def default_cache_dir() -> Path:
-    """Return the folder of converted GGUF models: ``$PRM_GYM_CACHE/models``, else ``~/.cache/prm_gym/models``."""
-    return Path(os.environ.get("PRM_GYM_CACHE") or "~/.cache/prm_gym").expanduser() / "models"
-
-
-def _token_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Return row indices grouped, longest first, so that rows x longest length stays within ``max_tokens``.
-
-    Example:
-        >>> _token_batches([3, 10, 4, 9], max_tokens=20)
-        [[1, 3], [2, 0]]
-    """
-    batches: list[list[int]] = []
-    for row in sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True):
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
-            batches[-1].append(row)
-        else:
-            batches.append([row])
-    return batches
-
-
-def _model_source(
-    name_or_path: str | os.PathLike[str],
-    gguf_file: str | None,
-    cache_dir: str | os.PathLike[str] | None,
-    dtype: torch.dtype,
-) -> str:
-    """Return a local model directory (GGUF files converted into the cache first) or a hub id."""
-    path = Path(name_or_path).expanduser()
-    if gguf_file is not None:
-        if not path.is_dir():
-            raise FileNotFoundError(f"`gguf_file` needs `name_or_path` to be a local directory; {str(path)!r} is not.")
-        path = path / gguf_file
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise FileNotFoundError(f"No GGUF file at {str(path)!r}.")
-        return str(_converted_gguf(path, Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), dtype))
-    if path.is_dir():
-        if not any(path.glob("*.safetensors")):
-            ggufs = sorted(p.name for p in path.glob("*.gguf"))
-            hint = f" It holds GGUF files {ggufs}: pass `gguf_file=<name>`." if ggufs else ""
-            raise ValueError(
-                f"{str(path)!r} holds no .safetensors weights; prm_gym loads safetensors only (it never unpickles "
-                f".bin or .pt files).{hint}"
-            )
-        return str(path)
-    if path.exists():
-        raise ValueError(f"{str(path)!r} is a file but not a .gguf file: pass a model directory or a .gguf file.")
-    if not _HUB_ID.fullmatch(str(name_or_path)):
-        raise FileNotFoundError(f"No model directory or .gguf file at {str(name_or_path)!r}.")
-    return str(name_or_path)
-
-
-def _converted_gguf(gguf: Path, cache_dir: Path, dtype: torch.dtype) -> Path:
-    """Return the cached safetensors conversion of ``gguf`` in ``dtype``, converting it first if needed."""
-    digest = hashlib.sha256()
-    with gguf.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    target = cache_dir / f"{digest.hexdigest()[:16]}-{str(dtype).removeprefix('torch.')}"
-    if (target / "config.json").is_file():
-        return target
-    logger.info("Converting %s to safetensors in %s (once per machine).", gguf, target)
-    model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.hf_quantizer = None  # the weights are dequantised; without this transformers refuses to save them
-    del model.config.quantization_config
-    with atomic_directory(target) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return target
 
 
 def _read_settings(path: Path) -> tuple[PromptConfig | None, int | None]:

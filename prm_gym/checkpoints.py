@@ -1,0 +1,136 @@
+"""Where language-model weights come from: a Hugging Face directory, a hub id, or a GGUF file.
+
+The one loading path of :class:`~prm_gym.prm.model.ProcessRewardModel` and :class:`~prm_gym.agents.HFAgent`.
+:func:`resolve_source` turns what the user passed into something ``from_pretrained`` reads: a local directory
+(GGUF files are dequantised once into safetensors in a cache folder, so later loads are fast and never unpickle
+anything) or a hub id. :func:`load_pretrained` calls ``from_pretrained`` on it and turns an unreachable hub into
+an error that says what to pass instead. :func:`token_batches` groups inputs by a padded-token budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+try:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+except ImportError as err:  # pragma: no cover - depends on the installed extras
+    raise ImportError("Loading language models needs the `llm` extra: pip install 'prm-gym[llm]'") from err
+
+from prm_gym.io import atomic_directory
+
+__all__ = ["default_cache_dir", "load_pretrained", "resolve_source", "token_batches"]
+
+logger = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def default_cache_dir() -> Path:
+    """Return the folder of converted GGUF models: ``$PRM_GYM_CACHE/models``, else ``~/.cache/prm_gym/models``."""
+    return Path(os.environ.get("PRM_GYM_CACHE") or "~/.cache/prm_gym").expanduser() / "models"
+
+
+def resolve_source(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: torch.dtype,
+    gguf_file: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> str:
+    """Return a local model directory (a GGUF file is converted into the cache first) or a hub id.
+
+    Args:
+        name_or_path: A model directory with safetensors weights, a ``.gguf`` file, or a hub id.
+        dtype: The precision a GGUF file is dequantised to.
+        gguf_file: The GGUF file's name inside the directory ``name_or_path``.
+        cache_dir: Folder of converted GGUF models; default :func:`default_cache_dir`.
+
+    Raises:
+        FileNotFoundError: when a local path does not exist.
+        ValueError: when a directory has no safetensors weights, or a file is not a GGUF file.
+    """
+    path = Path(name_or_path).expanduser()
+    if gguf_file is not None:
+        if not path.is_dir():
+            raise FileNotFoundError(f"`gguf_file` needs `name_or_path` to be a local directory; {str(path)!r} is not.")
+        path = path / gguf_file
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"No GGUF file at {str(path)!r}.")
+        return str(_converted_gguf(path, Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), dtype))
+    if path.is_dir():
+        if not any(path.glob("*.safetensors")):
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            hint = f" It holds GGUF files {ggufs}: pass `gguf_file=<name>`." if ggufs else ""
+            raise ValueError(
+                f"{str(path)!r} holds no .safetensors weights; prm_gym loads safetensors only (it never unpickles "
+                f".bin or .pt files).{hint}"
+            )
+        return str(path)
+    if path.exists():
+        raise ValueError(f"{str(path)!r} is a file but not a .gguf file: pass a model directory or a .gguf file.")
+    if not _HUB_ID.fullmatch(str(name_or_path)):
+        raise FileNotFoundError(f"No model directory or .gguf file at {str(name_or_path)!r}.")
+    return str(name_or_path)
+
+
+def load_pretrained(auto_class: Any, source: str, **kwargs: Any) -> Any:
+    """Return ``auto_class.from_pretrained(source, **kwargs)``; a hub id that cannot be fetched says what to do.
+
+    Raises:
+        OSError: when ``source`` is a hub id the hub cannot provide (offline, or no such model).
+    """
+    try:
+        return auto_class.from_pretrained(source, **kwargs)
+    except OSError as err:
+        if Path(source).exists():
+            raise
+        raise OSError(
+            f"{source!r} is neither a local directory nor a .gguf file, and the Hugging Face hub could not "
+            f"provide it ({err}). Pass a local model directory or a .gguf file instead."
+        ) from err
+
+
+def token_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Return row indices grouped, longest first, so that rows x longest length stays within ``max_tokens``.
+
+    A row longer than ``max_tokens`` goes alone.
+
+    Example:
+        >>> token_batches([3, 10, 4, 9], max_tokens=20)
+        [[1, 3], [2, 0]]
+    """
+    batches: list[list[int]] = []
+    for row in sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True):
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
+            batches[-1].append(row)
+        else:
+            batches.append([row])
+    return batches
+
+
+def _converted_gguf(gguf: Path, cache_dir: Path, dtype: torch.dtype) -> Path:
+    """Return the cached safetensors conversion of ``gguf`` in ``dtype``, converting it first if needed."""
+    digest = hashlib.sha256()
+    with gguf.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    target = cache_dir / f"{digest.hexdigest()[:16]}-{str(dtype).removeprefix('torch.')}"
+    if (target / "config.json").is_file():
+        return target
+    logger.info("Converting %s to safetensors in %s (once per machine).", gguf, target)
+    model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer = None  # the weights are dequantised; without this transformers refuses to save them
+    del model.config.quantization_config
+    with atomic_directory(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return target

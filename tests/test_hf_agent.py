@@ -1,0 +1,217 @@
+"""HFAgent on a tiny random Llama with the shared SmolLM2 tokenizer, and once on the real SmolLM2 GGUF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from conftest import SHARED_GGUF, SHARED_TOKENIZER  # noqa: E402
+
+import prm_gym  # noqa: E402, F401
+from prm_gym.agents import HFAgent, HFAgentConfig  # noqa: E402
+from prm_gym.agents.hf_agent import _ActionLineComplete  # noqa: E402
+from prm_gym.evaluation import EvalConfig, evaluate  # noqa: E402
+from prm_gym.prm import Context  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not SHARED_TOKENIZER.is_dir(), reason=f"no shared tokenizer at {SHARED_TOKENIZER}")
+
+
+def tiny_lm(seed: int = 0):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(SHARED_TOKENIZER)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(config).eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm()
+
+
+def states() -> list[Context]:
+    first = Context(
+        task="put a clean mug in coffeemachine.",
+        observation="You are in the middle of a room. Looking quickly around you, you see a sinkbasin 1, a desk 1.",
+        admissible_commands=("go to sinkbasin 1", "go to desk 1", "look", "inventory"),
+    )
+    second = first.propose("go to desk 1").advance(
+        "You arrive at desk 1. On the desk 1, you see a mug 1.",
+        {"admissible_commands": ["take mug 1 from desk 1", "go to sinkbasin 1", "look"]},
+    )
+    return [first, second, second.propose("look").advance("Nothing happens.", {"admissible_commands": ["look"]})]
+
+
+def reference_logliks(agent: HFAgent, state: Context) -> list[float]:
+    """log p(answer | prompt) per command by one full forward each (no cache, no batching)."""
+    prompt = agent._prompt_ids(state)
+    totals = []
+    with torch.inference_mode():
+        for command in state.admissible_commands:
+            answer = agent._answer_ids(command)
+            logprobs = agent.model(input_ids=torch.tensor([prompt + answer])).logits[0].float().log_softmax(-1)
+            totals.append(sum(logprobs[len(prompt) + j - 1, token].item() for j, token in enumerate(answer)))
+    return totals
+
+
+@pytest.mark.parametrize("mode", ["generate", "loglik"])
+def test_decisions_are_admissible_and_greedy_is_deterministic(lm, mode: str) -> None:
+    agent = HFAgent(*lm, HFAgentConfig(mode=mode, max_new_tokens=24))
+    first = agent.decide(states())
+    assert [d.action in s.admissible_commands for d, s in zip(first, states(), strict=True)] == [True] * 3
+    assert all(isinstance(d.logprob, float) and d.logprob < 0 for d in first)
+    assert agent.decide(states()) == first
+    if mode == "generate":
+        assert sum(agent.match_counts.values()) == 6
+        assert set(agent.match_counts) <= {"exact", "normalised", "nearest"}
+
+
+def test_generation_batched_equals_one_at_a_time(lm) -> None:
+    agent = HFAgent(*lm, HFAgentConfig(max_new_tokens=16))
+    batched = agent.decide(states())
+    alone = [agent.decide([state])[0] for state in states()]
+    assert [d.action for d in batched] == [d.action for d in alone]
+    assert [d.logprob for d in batched] == pytest.approx([d.logprob for d in alone], abs=1e-3)
+
+
+def test_generation_logprob_is_the_answer_log_likelihood(lm) -> None:
+    """The reported logprob equals a teacher-forced forward over the prompt and the generated tokens."""
+    model, tokenizer = lm
+    agent = HFAgent(model, tokenizer, HFAgentConfig(max_new_tokens=12))
+    state = states()[1]
+    prompt = agent._prompt_ids(state)
+    texts, logprobs = agent._generate([prompt], 1, temperature=0.0)
+    answer = tokenizer(texts[0], add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([prompt + answer])).logits[0].float().log_softmax(-1)
+    expected = sum(logits[len(prompt) + j - 1, token].item() for j, token in enumerate(answer))
+    if len(answer) < 12:  # the answer ended with an eos token, which decoding skipped: add its log-probability
+        expected += logits[-1, agent._eos_ids()[0]].item()
+    assert logprobs[0] == pytest.approx(expected, abs=1e-3)
+
+
+def test_sampling_gives_n_per_context_and_reseeding_repeats_them(lm) -> None:
+    agent = HFAgent(*lm, HFAgentConfig(max_new_tokens=12, sample_temperature=1.5))
+    agent.reset(seed=3)
+    first = agent.sample(states()[:2], 4)
+    assert [len(samples) for samples in first] == [4, 4]
+    assert len({d.logprob for d in first[0]}) > 1  # varied answers
+    agent.reset(seed=3)
+    assert agent.sample(states()[:2], 4) == first
+
+
+def test_loglik_equals_full_forward_and_picks_the_most_likely(lm) -> None:
+    agent = HFAgent(*lm, HFAgentConfig(mode="loglik"))
+    for state in states():
+        expected = reference_logliks(agent, state)
+        with torch.inference_mode():
+            assert agent._command_logliks(state) == pytest.approx(expected, abs=1e-3)
+        agent.config.max_batch_tokens = 1  # one command per forward: same values
+        with torch.inference_mode():
+            assert agent._command_logliks(state) == pytest.approx(expected, abs=1e-3)
+        agent.config.max_batch_tokens = 16384
+        best = max(range(len(expected)), key=expected.__getitem__)
+        (decision,) = agent.decide([state])
+        assert decision.action == state.admissible_commands[best]
+        assert decision.logprob == pytest.approx(expected[best], abs=1e-3)
+
+
+def test_loglik_length_normalised_ranks_by_mean_token_logprob(lm) -> None:
+    agent = HFAgent(*lm, HFAgentConfig(mode="loglik", length_normalise=True))
+    state = states()[0]
+    totals = reference_logliks(agent, state)
+    means = [t / len(agent._answer_ids(c)) for t, c in zip(totals, state.admissible_commands, strict=True)]
+    (decision,) = agent.decide([state])
+    assert decision.logprob == pytest.approx(max(means), abs=1e-3)
+
+
+def test_loglik_sampling_follows_the_softmax_of_log_likelihoods(lm) -> None:
+    agent = HFAgent(*lm, HFAgentConfig(mode="loglik", sample_temperature=50.0))
+    state = states()[0]
+    weights = torch.softmax(torch.tensor(reference_logliks(agent, state)) / 50.0, dim=0).tolist()
+    agent.reset(seed=0)
+    (samples,) = agent.sample([state], 400)
+    frequencies = [sum(d.action == c for d in samples) / 400 for c in state.admissible_commands]
+    assert frequencies == pytest.approx(weights, abs=0.08)
+
+
+def test_answer_is_the_rendered_assistant_turn(lm) -> None:
+    agent = HFAgent(*lm, HFAgentConfig(mode="loglik"))
+    assert agent.tokenizer.decode(agent._answer_ids("go to desk 1")) == "ACTION: go to desk 1<|im_end|>\n"
+
+
+def test_generation_stops_once_the_action_line_is_complete(lm) -> None:
+    _, tokenizer = lm
+    text = "REASON: The mug is there.\nACTION: take mug 1 from desk 1\nYou pick up the mug 1."
+    tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+    stop = _ActionLineComplete(tokenizer, prompt_length=2)
+    prefix = [0, 0]
+    stopped_at = None
+    for i in range(len(tokens)):
+        done = stop(torch.tensor([prefix + tokens[: i + 1]]), torch.zeros(1, 1))
+        if done.item() and stopped_at is None:
+            stopped_at = i + 1
+    assert tokenizer.decode(tokens[:stopped_at]).endswith("ACTION: take mug 1 from desk 1\n")
+    assert stop.answer_length(0, tokens, eos_ids=[2]) == stopped_at
+    assert stop.answer_length(1, tokens[:3] + [2, 2], eos_ids=[2]) == 4  # an eos ends the answer, itself included
+
+
+def test_contexts_without_commands_and_bad_config_raise(lm) -> None:
+    agent = HFAgent(*lm)
+    with pytest.raises(ValueError, match="has none"):
+        agent.decide([Context(task="t", observation="o")])
+    with pytest.raises(ValueError, match="at least 1"):
+        agent.sample(states(), 0)
+    with pytest.raises(TypeError, match="Context"):
+        agent.decide(["look"])  # type: ignore[list-item]
+    for bad, match in [
+        ({"mode": "beam"}, "mode"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"sample_temperature": 0.0}, "sample_temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            HFAgentConfig(**bad)
+
+
+def test_loads_a_saved_causal_lm_directory(lm, tmp_path: Path) -> None:
+    model, tokenizer = lm
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    agent = HFAgent.from_pretrained(tmp_path, HFAgentConfig(mode="loglik"), device="cpu", dtype="fp32")
+    assert agent.name == f"{tmp_path.name}-loglik" and agent.device.type == "cpu"
+    assert agent.decide(states()[:1]) == HFAgent(model, tokenizer, HFAgentConfig(mode="loglik")).decide(states()[:1])
+    with pytest.raises(FileNotFoundError, match="No model directory"):
+        HFAgent.from_pretrained(tmp_path / "missing")
+
+
+def test_plays_a_real_game(lm) -> None:
+    env = gym.make("prm_gym/ALFWorld-v0", split="tiny", max_episode_steps=4)
+    agent = HFAgent(*lm, HFAgentConfig(max_new_tokens=16))
+    observation, info = env.reset(seed=0)
+    agent.reset(seed=0)
+    done = False
+    while not done:
+        action = agent.act(observation, info)
+        assert action in info["admissible_commands"]
+        observation, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+    assert len(agent.context.history) == 3
+
+
+@pytest.mark.skipif(not SHARED_GGUF.is_file(), reason=f"no shared GGUF model at {SHARED_GGUF}")
+@pytest.mark.parametrize("mode", ["generate", "loglik"])
+def test_shared_smollm2_plays_tiny_games(mode: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    cache = tmp_path_factory.getbasetemp() / "smollm2-cache"  # converted once per test process
+    agent = HFAgent.from_pretrained(SHARED_GGUF, HFAgentConfig(mode=mode), device="cpu", dtype="bf16", cache_dir=cache)
+    results = evaluate(agent, EvalConfig(split="tiny", num_games=2, max_episode_steps=3), progress=False)
+    assert [r.steps for r in results] == [3, 3] or any(r.won for r in results)
+    assert all(a for r in results for a in r.actions)
