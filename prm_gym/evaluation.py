@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 import prm_gym  # noqa: F401  (registers the environments)
 from prm_gym.agents import Agent, BestOfNAgent, Decision, ExpertAgent, RandomAgent, WalkthroughAgent
+from prm_gym.agents.hf_config import HFAgentConfig
 from prm_gym.envs.alfworld.env import DEFAULT_BACKEND
 from prm_gym.envs.alfworld.tasks import TASK_TYPES
 from prm_gym.io import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl
@@ -50,10 +51,15 @@ class EvalConfig:
 
     #: The agent: "expert" plays the game's walkthrough and replans with a PDDL planner once off it (the
     #: ceiling), "walkthrough" only replays the gold commands, "random" picks admissible commands uniformly (the
-    #: floor), "best-of-n" samples `n` actions from `policy` per turn and keeps the one `reward_model` scores best.
-    agent: Literal["expert", "walkthrough", "random", "best-of-n"] = "expert"
-    #: Best-of-N: the policy that proposes the candidates.
-    policy: Literal["random"] = "random"
+    #: floor), "hf" is the causal LM `model` (settings in `hf`), "best-of-n" samples `n` actions from `policy`
+    #: per turn and keeps the one `reward_model` scores best.
+    agent: Literal["expert", "walkthrough", "random", "hf", "best-of-n"] = "expert"
+    #: Best-of-N: the policy that proposes the candidates ("hf": the causal LM `model`).
+    policy: Literal["random", "hf"] = "random"
+    #: The "hf" agent or policy: a causal LM's hub id, local directory or .gguf file.
+    model: str | None = None
+    #: The "hf" agent or policy: generate (ReAct answers) or loglik (most likely command), sampling, prompt.
+    hf: HFAgentConfig = field(default_factory=HFAgentConfig)
     #: Best-of-N: "monte-carlo" (Q estimated by random rollouts from each candidate's next state), or a trained
     #: process reward model (a directory written by `save_pretrained`, or a .gguf file).
     reward_model: str = "monte-carlo"
@@ -63,7 +69,7 @@ class EvalConfig:
     mc_rollouts: int = 8
     #: ALFWorld engine: "fast" or "textworld" (the reference); both give the same turns.
     backend: str = DEFAULT_BACKEND
-    #: Where a trained reward model runs: "auto" (cuda, then mps, then cpu), "cpu", "cuda", ...
+    #: Where the LM agent and a trained reward model run: "auto" (cuda, then mps, then cpu), "cpu", "cuda", ...
     device: str = "auto"
     #: ALFWorld split: train, valid_seen, valid_unseen (the paper's), valid_train, or the bundled tiny.
     split: str = "valid_unseen"
@@ -111,10 +117,16 @@ def make_agent(name: str, seed: int | None = None) -> Agent:
 
 
 def agent_for(config: EvalConfig) -> Agent:
-    """Build the agent an evaluation config names (Best-of-N with its policy and reward model)."""
+    """Build the agent an evaluation config names (Best-of-N with its policy and reward model).
+
+    Raises:
+        ValueError: when the "hf" agent or policy is asked for without a `model`.
+    """
+    if config.agent == "hf":
+        return _hf_agent(config)
     if config.agent != "best-of-n":
         return make_agent(config.agent, seed=config.seed)
-    policy = make_agent(config.policy, seed=config.seed)
+    policy = _hf_agent(config) if config.policy == "hf" else make_agent(config.policy, seed=config.seed)
     reward_model: RewardModel
     if config.reward_model == "monte-carlo":
         mc = MonteCarloConfig(num_rollouts=config.mc_rollouts, max_episode_steps=config.max_episode_steps,
@@ -125,8 +137,16 @@ def agent_for(config: EvalConfig) -> Agent:
 
         reward_model = ProcessRewardModel.from_pretrained(config.reward_model, device=config.device)
     agent = BestOfNAgent(policy, reward_model, n=config.n)
-    agent.name = f"best-of-{config.n}({config.policy}, {_model_name(config.reward_model)})"
+    agent.name = f"best-of-{config.n}({policy.name}, {_model_name(config.reward_model)})"
     return agent
+
+
+def _hf_agent(config: EvalConfig) -> Agent:
+    if config.model is None:
+        raise ValueError("The 'hf' agent needs `model`: a causal LM's hub id, local directory or .gguf file.")
+    from prm_gym.agents.hf_agent import HFAgent  # torch: only when a language model is asked for
+
+    return HFAgent.from_pretrained(config.model, config.hf, device=config.device)
 
 
 def _model_name(reward_model: str) -> str:

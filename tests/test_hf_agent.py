@@ -15,7 +15,7 @@ from conftest import SHARED_GGUF, SHARED_TOKENIZER  # noqa: E402
 import prm_gym  # noqa: E402, F401
 from prm_gym.agents import HFAgent, HFAgentConfig  # noqa: E402
 from prm_gym.agents.hf_agent import _ActionLineComplete  # noqa: E402
-from prm_gym.evaluation import EvalConfig, evaluate  # noqa: E402
+from prm_gym.evaluation import EvalConfig, agent_for, evaluate  # noqa: E402
 from prm_gym.prm import Context  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not SHARED_TOKENIZER.is_dir(), reason=f"no shared tokenizer at {SHARED_TOKENIZER}")
@@ -24,8 +24,13 @@ pytestmark = pytest.mark.skipif(not SHARED_TOKENIZER.is_dir(), reason=f"no share
 def tiny_lm(seed: int = 0):
     tokenizer = transformers.AutoTokenizer.from_pretrained(SHARED_TOKENIZER)
     config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
     return transformers.LlamaForCausalLM(config).eval(), tokenizer
@@ -193,6 +198,22 @@ def test_loads_a_saved_causal_lm_directory(lm, tmp_path: Path) -> None:
         HFAgent.from_pretrained(tmp_path / "missing")
 
 
+def test_eval_config_builds_the_hf_agent_and_policy(lm, tmp_path: Path) -> None:
+    model, tokenizer = lm
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="needs `model`"):
+        agent_for(EvalConfig(agent="hf"))
+    agent = agent_for(EvalConfig(agent="hf", model=str(tmp_path), hf=HFAgentConfig(mode="loglik"), device="cpu"))
+    assert isinstance(agent, HFAgent) and agent.config.mode == "loglik"
+    hf = HFAgentConfig(max_new_tokens=8)
+    best_of = agent_for(EvalConfig(agent="best-of-n", policy="hf", model=str(tmp_path), hf=hf, n=3, device="cpu"))
+    assert isinstance(best_of.policy, HFAgent) and best_of.name.startswith(f"best-of-3({tmp_path.name}-generate")
+    config = EvalConfig(split="tiny", num_games=2, max_episode_steps=2, batch_size=2)
+    results = evaluate(best_of, config, progress=False)
+    assert [r.steps for r in results] == [2, 2] or any(r.won for r in results)
+
+
 def test_plays_a_real_game(lm) -> None:
     env = gym.make("prm_gym/ALFWorld-v0", split="tiny", max_episode_steps=4)
     agent = HFAgent(*lm, HFAgentConfig(max_new_tokens=16))
@@ -211,7 +232,10 @@ def test_plays_a_real_game(lm) -> None:
 @pytest.mark.parametrize("mode", ["generate", "loglik"])
 def test_shared_smollm2_plays_tiny_games(mode: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     cache = tmp_path_factory.getbasetemp() / "smollm2-cache"  # converted once per test process
-    agent = HFAgent.from_pretrained(SHARED_GGUF, HFAgentConfig(mode=mode), device="cpu", dtype="bf16", cache_dir=cache)
-    results = evaluate(agent, EvalConfig(split="tiny", num_games=2, max_episode_steps=3), progress=False)
+    agent = HFAgent.from_pretrained(
+        SHARED_GGUF, HFAgentConfig(mode=mode, max_new_tokens=32), device="cpu", dtype="bf16", cache_dir=cache
+    )
+    config = EvalConfig(split="tiny", num_games=2, max_episode_steps=3, batch_size=2)
+    results = evaluate(agent, config, progress=False)
     assert [r.steps for r in results] == [3, 3] or any(r.won for r in results)
     assert all(a for r in results for a in r.actions)

@@ -24,8 +24,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 try:
     import torch
@@ -34,55 +33,18 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError("HFAgent needs the `llm` extra: pip install 'prm-gym[llm]'") from err
 
 from prm_gym.agents.base import Agent, Decision
+from prm_gym.agents.hf_config import HFAgentConfig
 from prm_gym.agents.parsing import parse_response
 from prm_gym.checkpoints import load_pretrained, resolve_source, token_batches
 from prm_gym.devices import resolve_device, resolve_dtype
 from prm_gym.prm.context import Context
-from prm_gym.prm.prompt import PromptConfig, render_text
+from prm_gym.prm.prompt import render_text
 
-__all__ = ["HFAgent", "HFAgentConfig"]
+__all__ = ["HFAgent"]
 
 logger = logging.getLogger(__name__)
 
 _ACTION_LINE = re.compile(r"action\s*[:：][^\n]*\S[^\n]*\n", re.IGNORECASE)
-
-
-@dataclass
-class HFAgentConfig:
-    """How an :class:`HFAgent` chooses: its mode, its sampling parameters, its batches and its prompt."""
-
-    #: ``"generate"`` (write REASON/ACTION, map the action onto a command) or ``"loglik"`` (take the admissible
-    #: command the model finds most likely).
-    mode: Literal["generate", "loglik"] = "generate"
-    #: Temperature of :meth:`HFAgent.decide`; 0 is greedy (deterministic).
-    temperature: float = 0.0
-    #: Temperature of :meth:`HFAgent.sample` (Best-of-N candidates); must be above 0 to give varied samples.
-    sample_temperature: float = 0.7
-    #: Nucleus sampling mass (generate mode, when sampling).
-    top_p: float = 1.0
-    #: Most new tokens per answer (generate mode); a REASON sentence and an ACTION line need far fewer than 96.
-    max_new_tokens: int = 96
-    #: Most padded tokens (prompt + answer, times samples) in one forward batch.
-    max_batch_tokens: int = 16384
-    #: Loglik mode: rank commands by mean log-probability per answer token instead of the sum.
-    length_normalise: bool = False
-    #: How contexts are rendered (the reward models' renderer and settings).
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-
-    def __post_init__(self) -> None:
-        """Check the values, naming the bad one."""
-        if self.mode not in ("generate", "loglik"):
-            raise ValueError(f"`mode` should be 'generate' or 'loglik'. Received {self.mode!r}.")
-        checks = [
-            ("temperature", self.temperature >= 0, ">= 0"),
-            ("sample_temperature", self.sample_temperature > 0, "> 0"),
-            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-            ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
-            ("max_batch_tokens", self.max_batch_tokens >= 1, ">= 1"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"`{name}` should be {expected}. Received {getattr(self, name)!r}.")
 
 
 class HFAgent(Agent):
@@ -285,8 +247,10 @@ class HFAgent(Agent):
             ).to(self.device)
             cache = copy.deepcopy(out.cache)
             cache.batch_repeat_interleave(len(rows))
-            mask = torch.cat([torch.ones(len(rows), prompt.shape[1], dtype=torch.long, device=self.device),
-                              ids["attention_mask"]], dim=1)
+            mask = torch.cat(
+                [torch.ones(len(rows), prompt.shape[1], dtype=torch.long, device=self.device), ids["attention_mask"]],
+                dim=1,
+            )
             logits = self.model(input_ids=ids["input_ids"], attention_mask=mask, cache=cache).logits
             logprobs = torch.cat([first.expand(len(rows), 1, -1), logits[:, :-1].float().log_softmax(-1)], dim=1)
             token_logprobs = logprobs.gather(-1, ids["input_ids"].unsqueeze(-1)).squeeze(-1) * ids["attention_mask"]
