@@ -24,7 +24,8 @@ from prm_gym.envs.alfworld.data import ALFWORLD_RELEASE_URL, DataNotFoundError, 
 from prm_gym.evaluation import EvalConfig, agent_for, evaluate, format_table, make_agent, summarize
 from prm_gym.prm.targets import TargetsConfig, compute_targets, save_targets
 from prm_gym.prm.train_config import TrainPRMConfig
-from prm_gym.rollout.collect import CollectConfig, collect_rollouts, load_rollouts, load_rollouts_config
+from prm_gym.rollout.collect import CollectConfig, collect_rollouts
+from prm_gym.rollout.storage import load_rollouts, load_rollouts_config
 
 
 @dataclass

@@ -15,7 +15,8 @@ from prm_gym.agents import Agent, ExpertAgent, RandomAgent  # noqa: E402
 from prm_gym.prm import Context, PromptConfig  # noqa: E402
 from prm_gym.prm.targets import TargetRow, TargetsConfig, compute_targets, preference_pairs  # noqa: E402
 from prm_gym.prm.training import PRMConfig, PRMTrainer, prm_metrics, split_by_game  # noqa: E402
-from prm_gym.rollout.collect import CollectConfig, collect_rollouts, load_rollouts  # noqa: E402
+from prm_gym.rollout.collect import CollectConfig, collect_rollouts  # noqa: E402
+from prm_gym.rollout.storage import load_rollouts  # noqa: E402
 
 
 class Sloppy(Agent):

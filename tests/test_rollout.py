@@ -11,7 +11,7 @@ from prm_gym.cli import main
 from prm_gym.evaluation import make_agent
 from prm_gym.prm import Context, load_targets
 from prm_gym.rollout import CollectConfig, collect_rollouts, load_rollouts, load_rollouts_config
-from prm_gym.rollout.collect import ROW_COLUMNS
+from prm_gym.rollout.storage import ROW_COLUMNS
 
 
 class Recording(Agent):

@@ -36,7 +36,7 @@ from prm_gym.io import atomic_write_text, read_jsonl
 from prm_gym.prm.context import Context
 
 if TYPE_CHECKING:
-    from prm_gym.rollout.collect import Episode
+    from prm_gym.rollout.storage import Episode
 
 logger = logging.getLogger(__name__)
 
