@@ -51,14 +51,16 @@ class HFAgent(Agent):
     """A policy run by a local causal LM: generated ReAct answers, or the most likely admissible command.
 
     Example:
-        >>> agent = HFAgent.from_pretrained("SmolLM2-135M-Instruct.Q4_1.gguf")  # doctest: +SKIP
-        >>> agent.act("You are in a room.", {"task": "look", "admissible_commands": ["look", "inventory"]})
-        ... # doctest: +SKIP
-        'look'
-        >>> agent.match_counts  # doctest: +SKIP
-        Counter({'nearest': 1})
-        >>> ranked = HFAgent.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct",
-        ...                                  HFAgentConfig(mode="loglik"))  # doctest: +SKIP
+        >>> from transformers import BertTokenizer, LlamaConfig, LlamaForCausalLM
+        >>> words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *"action : look inventory you are in a room".split()]
+        >>> tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(words)}, eos_token="[SEP]")
+        >>> config = LlamaConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=2)
+        >>> agent = HFAgent(LlamaForCausalLM(config), tokenizer, HFAgentConfig(mode="loglik"))
+        >>> agent.act("You are in a room.", {"task": "look", "admissible_commands": ["look", "inventory"]}) in (
+        ...     "look", "inventory")
+        True
+        >>> smollm = HFAgent.from_pretrained("SmolLM2-135M-Instruct.Q4_1.gguf")  # doctest: +SKIP
     """
 
     def __init__(self, model: Any, tokenizer: Any, config: HFAgentConfig | None = None, *, name: str = "hf") -> None:
@@ -185,7 +187,7 @@ class HFAgent(Agent):
             top_k=None,
             num_return_sequences=n,
             pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=eos_ids,
+            eos_token_id=eos_ids or None,
             return_dict_in_generate=True,
             output_logits=True,
         )
@@ -275,7 +277,9 @@ class HFAgent(Agent):
                 "The tokenizer's chat template does not extend the generation prompt with the answer, so "
                 "loglik mode cannot score commands with it; use mode='generate'."
             )
-        answer = full[len(prompt) :] + ("" if self.tokenizer.chat_template else self.tokenizer.eos_token)
+        # Without a chat template nothing ends the answer: the eos token does, so that "go to desk 1" is not
+        # scored as a prefix of "go to desk 10".
+        answer = full[len(prompt) :] + ("" if self.tokenizer.chat_template else self.tokenizer.eos_token or "")
         ids: list[int] = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
         return ids
 
