@@ -25,7 +25,7 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 
 from prm_gym.io import atomic_directory
 
-__all__ = ["default_cache_dir", "load_pretrained", "resolve_source", "token_batches"]
+__all__ = ["default_cache_dir", "ensure_pad_token", "load_pretrained", "resolve_source", "token_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,18 @@ def load_pretrained(auto_class: Any, source: str, **kwargs: Any) -> Any:
             f"{source!r} is neither a local directory nor a .gguf file, and the Hugging Face hub could not "
             f"provide it ({err}). Pass a local model directory or a .gguf file instead."
         ) from err
+
+
+def ensure_pad_token(tokenizer: Any) -> None:
+    """Give ``tokenizer`` a pad token, its eos token, when it has none (batches are padded).
+
+    Raises:
+        ValueError: when the tokenizer has neither a pad nor an eos token.
+    """
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("The tokenizer has neither a pad token nor an eos token: set `tokenizer.pad_token`.")
+        tokenizer.pad_token = tokenizer.eos_token
 
 
 def token_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:

@@ -35,7 +35,7 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 from prm_gym.agents.base import Agent, Decision
 from prm_gym.agents.hf_config import HFAgentConfig
 from prm_gym.agents.parsing import parse_response
-from prm_gym.checkpoints import load_pretrained, resolve_source, token_batches
+from prm_gym.checkpoints import ensure_pad_token, load_pretrained, resolve_source, token_batches
 from prm_gym.devices import resolve_device, resolve_dtype
 from prm_gym.prm.context import Context
 from prm_gym.prm.prompt import render_text
@@ -70,10 +70,7 @@ class HFAgent(Agent):
             ValueError: when the tokenizer has neither a pad nor an eos token.
         """
         super().__init__()
-        if tokenizer.pad_token is None:
-            if tokenizer.eos_token is None:
-                raise ValueError("The tokenizer has neither a pad token nor an eos token: set `tokenizer.pad_token`.")
-            tokenizer.pad_token = tokenizer.eos_token
+        ensure_pad_token(tokenizer)
         #: The causal language model, in eval mode.
         self.model = model.eval()
         #: Its tokenizer.

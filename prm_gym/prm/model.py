@@ -27,7 +27,7 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError("ProcessRewardModel needs the `llm` extra: pip install 'prm-gym[llm]'") from err
 
-from prm_gym.checkpoints import load_pretrained, resolve_source, token_batches
+from prm_gym.checkpoints import ensure_pad_token, load_pretrained, resolve_source, token_batches
 from prm_gym.devices import resolve_device, resolve_dtype
 from prm_gym.io import atomic_directory
 from prm_gym.prm.context import Context
@@ -117,10 +117,7 @@ class ProcessRewardModel:
             )
         if max_batch_tokens < 1:
             raise ValueError(f"`max_batch_tokens` should be a positive integer. Received {max_batch_tokens}.")
-        if tokenizer.pad_token is None:
-            if tokenizer.eos_token is None:
-                raise ValueError("The tokenizer has neither a pad token nor an eos token: set `tokenizer.pad_token`.")
-            tokenizer.pad_token = tokenizer.eos_token
+        ensure_pad_token(tokenizer)
         model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
         #: The sequence classifier (a peft model when LoRA is on).
         self.model = model if lora is None else _with_lora(model, lora)
