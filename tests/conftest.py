@@ -35,17 +35,23 @@ def alfworld_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
         os.environ["ALFWORLD_DATA"] = previous
 
 
-def tiny_prm(seed: int = 0, dtype=None, **kwargs):
-    """A randomly initialised two-layer Llama PRM with the shared SmolLM2 tokenizer (no download)."""
+def tiny_llama(model_class: str, seed: int = 0, dtype=None, **config):
+    """A randomly initialised two-layer ``transformers.<model_class>`` Llama and the shared SmolLM2 tokenizer."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from prm_gym.prm import ProcessRewardModel
-
     tokenizer = transformers.AutoTokenizer.from_pretrained(SHARED_TOKENIZER)
-    config = transformers.LlamaConfig(
+    llama = transformers.LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+        num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id, **config,
     )
     torch.manual_seed(seed)
-    model = transformers.LlamaForSequenceClassification(config).to(dtype or torch.float32).eval()
+    model = getattr(transformers, model_class)(llama).to(dtype or torch.float32).eval()
+    return model, tokenizer
+
+
+def tiny_prm(seed: int = 0, dtype=None, **kwargs):
+    """A randomly initialised two-layer Llama PRM with the shared SmolLM2 tokenizer (no download)."""
+    from prm_gym.prm import ProcessRewardModel
+
+    model, tokenizer = tiny_llama("LlamaForSequenceClassification", seed, dtype, num_labels=1)
     return ProcessRewardModel(model, tokenizer, **kwargs)

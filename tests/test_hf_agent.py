@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from conftest import SHARED_GGUF, SHARED_TOKENIZER  # noqa: E402
+from conftest import SHARED_GGUF, SHARED_TOKENIZER, tiny_llama  # noqa: E402
 
 import prm_gym  # noqa: E402, F401
 from prm_gym.agents import HFAgent, HFAgentConfig  # noqa: E402
@@ -21,24 +21,9 @@ from prm_gym.prm import Context  # noqa: E402
 pytestmark = pytest.mark.skipif(not SHARED_TOKENIZER.is_dir(), reason=f"no shared tokenizer at {SHARED_TOKENIZER}")
 
 
-def tiny_lm(seed: int = 0):
-    tokenizer = transformers.AutoTokenizer.from_pretrained(SHARED_TOKENIZER)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(config).eval(), tokenizer
-
-
 @pytest.fixture(scope="module")
 def lm():
-    return tiny_lm()
+    return tiny_llama("LlamaForCausalLM")
 
 
 def states() -> list[Context]:

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from conftest import SHARED_GGUF, SHARED_TOKENIZER, tiny_prm  # noqa: E402
+from conftest import SHARED_GGUF, SHARED_TOKENIZER, tiny_llama, tiny_prm  # noqa: E402
 
 from prm_gym.devices import resolve_device, resolve_dtype  # noqa: E402
 from prm_gym.prm import Context, LoraSettings, ProcessRewardModel, PromptConfig  # noqa: E402
@@ -130,11 +130,8 @@ def test_save_and_load_round_trip(llama32: ProcessRewardModel, tokenizer_dir: Pa
 
 
 def test_plain_causal_lm_directory_gets_a_fresh_head(tokenizer_dir: Path, tmp_path: Path) -> None:
-    tok = tokenizer(tokenizer_dir)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
-    )
-    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path)
+    model, tok = tiny_llama("LlamaForCausalLM")
+    model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     prm = ProcessRewardModel.from_pretrained(tmp_path, device="cpu", dtype="bf16")
     assert prm.model.config.num_labels == 1 and prm.model.dtype == torch.bfloat16
@@ -203,12 +200,9 @@ def test_loading_errors_are_clear(tokenizer_dir: Path, tmp_path: Path, monkeypat
 
 
 def test_model_without_one_logit_head_raises(tokenizer_dir: Path) -> None:
-    tok = tokenizer(tokenizer_dir)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
-    )
+    model, tok = tiny_llama("LlamaForSequenceClassification")  # two labels, transformers' default
     with pytest.raises(ValueError, match="num_labels=1"):
-        ProcessRewardModel(transformers.LlamaForSequenceClassification(config), tok)
+        ProcessRewardModel(model, tok)
 
 
 def test_encoder_backbone(tokenizer_dir: Path) -> None:
