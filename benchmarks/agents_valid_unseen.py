@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
+
+from common import SHARED_GGUF, machine
 
 import prm_gym  # noqa: F401
 from prm_gym.agents import Agent, HFAgentConfig
 from prm_gym.envs.alfworld.tasks import TASK_TYPES
 from prm_gym.evaluation import EpisodeResult, EvalConfig, agent_for, evaluate, format_table, summarize
-
-SHARED_GGUF = (
-    Path(__file__).resolve().parents[2] / "shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
-)
 
 
 def build(name: str, model: str, batch_size: int) -> tuple[Agent, EvalConfig]:
@@ -47,7 +44,7 @@ def main() -> None:
     parser.add_argument("--output-dir", default="runs/bench_agents")
     args = parser.parse_args()
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"machine: {machine()}")
     rows = []
     for name in args.agents:
         start = time.perf_counter()

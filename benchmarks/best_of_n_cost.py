@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import version
 
 import gymnasium as gym
+from common import SHARED_GGUF, machine
 
 import prm_gym  # noqa: F401  (registers the environments)
 from prm_gym.agents import BestOfNAgent, RandomAgent
@@ -108,7 +107,6 @@ def monte_carlo(args: argparse.Namespace) -> MonteCarloRewardModel:
 
 def load_prm(device: str, dtype: str) -> RewardModel:
     """Load the shared SmolLM2-135M-Instruct GGUF as a process reward model (converted once, then cached)."""
-    from prm_scoring import SHARED_GGUF  # the sibling benchmark's path; it imports torch, needed only here
 
     from prm_gym.prm import ProcessRewardModel
 
@@ -138,18 +136,13 @@ def main() -> None:
         timed = TimedRewardModel(prm if prm is not None else monte_carlo(args))
         turns = measure(BestOfNAgent(RandomAgent(), timed, n=n), states, args.seed)
         rows.append(row(n, turns, timed))
-    load_after = os.getloadavg()
 
     scorer = (
         f"SmolLM2-135M-Instruct PRM ({args.dtype}, {args.device})" if args.prm
         else f"Monte-Carlo, {args.rollouts} random rollouts per candidate (fast backend)"
     )
     print(f"command: python {' '.join(sys.argv)}")
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average "
-        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; torch {version('torch')}, "
-        f"Python {platform.python_version()}"
-    )
+    print(f"machine: {machine()} (after the runs; {load_before[0]:.2f} before them)")
     print(
         f"states: {len(states)} along the walkthroughs of {args.games} seeded {args.split} games "
         f"(mean {statistics.mean(len(s.admissible_commands) for s in states):.1f} admissible commands); "

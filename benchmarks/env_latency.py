@@ -13,12 +13,11 @@ same command sequences.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import gymnasium as gym
 import numpy as np
+from common import machine
 
 import prm_gym  # noqa: F401
 from prm_gym.agents import RandomAgent
@@ -57,8 +56,7 @@ def main() -> None:
             steps.append(time.perf_counter() - start)
             done = terminated or truncated
 
-    cpu = platform.processor() or platform.machine()
-    print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     backend = env.unwrapped.backend
     print(f"prm_gym/ALFWorld-v0 ({backend} engine), split {args.split}, {args.games} games, random admissible commands")
     print(f"{'':<22}{'median':>8} {'p90':>8} {'n':>6}   (ms)")

@@ -18,11 +18,12 @@ process's CPU time (``time.process_time``), so that other jobs on a shared machi
 from __future__ import annotations
 
 import argparse
-import platform
 import random
 import sys
 import time
 from pathlib import Path
+
+from common import machine
 
 from prm_gym.envs.alfworld import ALFWorldEnv, list_games
 
@@ -88,8 +89,7 @@ def main() -> None:
     won = sum(w for w, _ in fast.values())
 
     print(f"command: {command}")
-    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, Python "
-          f"{platform.python_version()}; times are CPU time of the benchmark process")
+    print(f"machine: {machine()}; times are CPU time of the benchmark process")
     print(f"split {args.split}: {len(games)} expert trajectories, {pairs} (state, action) pairs, {args.rollouts} "
           f"rollouts each = {len(fast)} rollouts (cap {args.max_episode_steps} steps from reset; {won} won)")
     print(f"fast, snapshots:                {fast_time:10.1f} s  ({len(fast)} rollouts, "

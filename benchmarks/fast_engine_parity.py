@@ -15,12 +15,12 @@ fast_downward's translator. Mismatches are printed as they are found; the summar
 from __future__ import annotations
 
 import argparse
-import platform
 import random
 import sys
 import time
 
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
+from common import machine
 
 from prm_gym.envs.alfworld.data import list_games
 from prm_gym.envs.alfworld.fast import FastALFWorldEngine
@@ -68,8 +68,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"command: python {' '.join(sys.argv)}")
-    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, Python "
-          f"{platform.python_version()}", flush=True)
+    print(f"machine: {machine()}", flush=True)
     ref, fast = TextWorldEngine(wrappers=[AlfredDemangler(shuffle=False)]), FastALFWorldEngine()
     start = time.perf_counter()
     results = {split: sweep_split(split, args, ref, fast) for split in args.splits}

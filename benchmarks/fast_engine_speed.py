@@ -22,7 +22,6 @@ import argparse
 import gc
 import multiprocessing
 import os
-import platform
 import random
 import statistics
 import sys
@@ -30,6 +29,8 @@ import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from common import machine
 
 from prm_gym.envs.alfworld import ALFWorldEnv, list_games
 from prm_gym.envs.alfworld.fast import clear_game_cache
@@ -184,8 +185,7 @@ def main() -> None:
         ref_mem = pool.apply(memory_per_env, ("textworld", memory_games, memory_sequences))
 
     print(f"command: {command}")
-    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}; times are CPU time of the benchmark process")
+    print(f"machine: {machine()}; times are CPU time of the benchmark process")
     print(f"split {args.split}: {len(games)} games x {args.steps} commands (seed {args.seed}); {len(ref_steps)} steps "
           f"per backend, through ALFWorldEnv; observations that differ: {differ}")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -26,13 +25,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from common import SHARED_GGUF, machine
+
 import prm_gym  # noqa: F401
 from prm_gym.agents import OpenAIAgentConfig, OpenAICompatibleAgent
 from prm_gym.evaluation import EvalConfig, evaluate, format_table, summarize
-
-SHARED_GGUF = (
-    Path(__file__).resolve().parents[2] / "shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
-)
 
 
 def free_port() -> int:
@@ -131,8 +128,7 @@ def main() -> None:
         print("match paths: " + ", ".join(f"{path} {counts[path]} ({counts[path] / total:.0%})" for path in paths))
         print(f"usage: {dict(agent.usage)}")
         print(
-            f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} CPUs, --threads {args.threads}"
+            f"machine: {machine()}; llama.cpp --threads {args.threads}"
         )
     finally:
         process.terminate()

@@ -11,21 +11,16 @@ prm_gym cache, with a fresh score head (throughput does not depend on the head's
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import time
 from pathlib import Path
 
 import gymnasium as gym
 import torch
+from common import SHARED_GGUF, machine
 
 import prm_gym  # noqa: F401
 from prm_gym.prm import Context, ProcessRewardModel
-
-SHARED_GGUF = (
-    Path(__file__).resolve().parents[2] / "shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
-)
 
 
 def walkthrough_contexts(split: str, games: int, candidates: int, seed: int) -> list[Context]:
@@ -85,13 +80,7 @@ def main() -> None:
         ("one at a time", timed(prm, contexts, batched=False)),
     ]
 
-    cpu = platform.processor() or platform.machine()
-    gpu = f", {torch.cuda.get_device_name(prm.device)}" if prm.device.type == "cuda" else ""
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(
-        f"machine: {cpu}, {os.cpu_count()} cores{gpu} (load average {load:.1f}); torch {torch.__version__}, "
-        f"Python {platform.python_version()}"
-    )
+    print(f"machine: {machine()}")
     print(f"model: {Path(args.model).name} on {prm.device}, {prm.model.dtype}; loaded in {load_s:.1f} s")
     print(
         f"contexts: {len(contexts)} from the walkthroughs of {args.games} {args.split} games, {args.candidates} "

@@ -23,7 +23,6 @@ Times are wall-clock (``time.perf_counter``), so the load average printed before
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -33,8 +32,8 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
-import torch
 import tyro
+from common import SHARED_GGUF, machine
 from gymnasium.vector import VectorEnv
 
 import prm_gym  # noqa: F401  (registers the environments)
@@ -42,10 +41,6 @@ from prm_gym.envs.alfworld.data import list_games
 from prm_gym.envs.alfworld.fast.game import GAME_CACHE_SIZE
 from prm_gym.prm import Context, RewardModel
 from prm_gym.wrappers import ProcessRewardConfig, VectorProcessRewardWrapper
-
-SHARED_GGUF = (
-    Path(__file__).resolve().parents[2] / "shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
-)
 
 
 @dataclass
@@ -227,16 +222,6 @@ def table(results: dict[int, dict[str, Timing]], steps: int) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    """Describe the machine: CPU, cores, load average, torch and Python versions."""
-    cpu = platform.processor() or platform.machine()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"machine: {cpu}, {os.cpu_count()} cores (load average {load}); torch {torch.__version__}, "
-        f"gymnasium {gym.__version__}, Python {platform.python_version()}"
-    )
-
-
 def main(config: OverheadConfig) -> None:
     """Measure every sub-env count and print the machine, the settings and the table."""
     models: dict[str, Callable[[], RewardModel]] = {"wrapper + constant model": ConstantModel}
@@ -245,7 +230,7 @@ def main(config: OverheadConfig) -> None:
 
         prm = ProcessRewardModel.from_pretrained(config.model, device=config.device, dtype=config.dtype)
         models[f"wrapper + PRM ({Path(config.model).name}, {prm.device}, {prm.model.dtype})"] = lambda: prm
-    print(machine())
+    print(f"machine: {machine()}; gymnasium {gym.__version__}")
     results = {num_envs: measure(num_envs, models, config) for num_envs in config.num_envs}
     print(
         f"prm_gym/ALFWorld-v0 sync vector env, {config.games} {config.split} games, "
