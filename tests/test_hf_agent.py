@@ -45,7 +45,7 @@ def reference_logliks(agent: HFAgent, state: Context) -> list[float]:
     totals = []
     with torch.inference_mode():
         for command in state.admissible_commands:
-            answer = agent._answer_ids(command)
+            (answer,) = agent._answer_ids([command])
             logprobs = agent.model(input_ids=torch.tensor([prompt + answer])).logits[0].float().log_softmax(-1)
             totals.append(sum(logprobs[len(prompt) + j - 1, token].item() for j, token in enumerate(answer)))
     return totals
@@ -117,7 +117,7 @@ def test_loglik_length_normalised_ranks_by_mean_token_logprob(lm) -> None:
     agent = HFAgent(*lm, HFAgentConfig(mode="loglik", length_normalise=True))
     state = states()[0]
     totals = reference_logliks(agent, state)
-    means = [t / len(agent._answer_ids(c)) for t, c in zip(totals, state.admissible_commands, strict=True)]
+    means = [t / len(ids) for t, ids in zip(totals, agent._answer_ids(state.admissible_commands), strict=True)]
     (decision,) = agent.decide([state])
     assert decision.logprob == pytest.approx(max(means), abs=1e-3)
 
@@ -134,7 +134,8 @@ def test_loglik_sampling_follows_the_softmax_of_log_likelihoods(lm) -> None:
 
 def test_answer_is_the_rendered_assistant_turn(lm) -> None:
     agent = HFAgent(*lm, HFAgentConfig(mode="loglik"))
-    assert agent.tokenizer.decode(agent._answer_ids("go to desk 1")) == "ACTION: go to desk 1<|im_end|>\n"
+    (answer,) = agent._answer_ids(["go to desk 1"])
+    assert agent.tokenizer.decode(answer) == "ACTION: go to desk 1<|im_end|>\n"
 
 
 def test_generation_stops_once_the_action_line_is_complete(lm) -> None:

@@ -235,7 +235,7 @@ class HFAgent(Agent):
         The prompt is run once; its key/value cache is copied for each batch of answers.
         """
         prompt = torch.tensor([self._prompt_ids(state)], device=self.device)
-        answers = [self._answer_ids(command) for command in state.admissible_commands]
+        answers = self._answer_ids(state.admissible_commands)
         out = self.model(input_ids=prompt, use_cache=True)
         first = out.logits[0, -1].float().log_softmax(-1)
         logliks = [0.0] * len(answers)
@@ -260,24 +260,27 @@ class HFAgent(Agent):
                 logliks[row] = total
         return logliks
 
-    def _answer_ids(self, command: str) -> list[int]:
-        """Return the tokens of the assistant's answer ``ACTION: <command>`` as the renderer writes it.
+    def _answer_ids(self, commands: Sequence[str]) -> list[list[int]]:
+        """Return the tokens of the assistant's answer ``ACTION: <command>`` for each command, as rendered.
 
-        The answer is what the rendered context gains when the command is proposed (the chat template's
-        end-of-turn included), found on a one-turn context that no token budget truncates.
+        The answer is what the rendered context gains when a command is proposed (the chat template's
+        end-of-turn included), found once per call on a one-turn context that no token budget truncates: the
+        text around a marker command, with each command put in its place.
         """
-        probe = Context(task="", observation=".")
+        probe, marker = Context(task="", observation="."), "\x00"
         prompt = render_text(probe, self.tokenizer, self.config.prompt)
-        full = render_text(probe.propose(command), self.tokenizer, self.config.prompt)
-        if not full.startswith(prompt):
+        full = render_text(probe.propose(marker), self.tokenizer, self.config.prompt)
+        if not full.startswith(prompt) or full.count(marker) != 1:
             raise ValueError(
                 "The tokenizer's chat template does not extend the generation prompt with the answer, so "
                 "loglik mode cannot score commands with it; use mode='generate'."
             )
+        before, after = full[len(prompt) :].split(marker)
         # Without a chat template nothing ends the answer: the eos token does, so that "go to desk 1" is not
         # scored as a prefix of "go to desk 10".
-        answer = full[len(prompt) :] + ("" if self.tokenizer.chat_template else self.tokenizer.eos_token or "")
-        ids: list[int] = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        after += "" if self.tokenizer.chat_template else self.tokenizer.eos_token or ""
+        answers = [before + command + after for command in commands]
+        ids: list[list[int]] = self.tokenizer(answers, add_special_tokens=False)["input_ids"]
         return ids
 
     # Shared.
