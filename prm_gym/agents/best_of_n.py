@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 
 from prm_gym.agents.base import Agent, Decision
-from prm_gym.prm.base import RewardModel
+from prm_gym.prm.base import RewardModel, checked_scores
 from prm_gym.prm.context import Context
 
 __all__ = ["BestOfNAgent"]
@@ -59,9 +59,7 @@ class BestOfNAgent(Agent):
             candidates.append(list(unique.values()))
         pairs = zip(contexts, candidates, strict=True)
         proposals = [context.propose(d.action, d.reason) for context, group in pairs for d in group]
-        scores = list(self.reward_model.score(proposals))
-        if len(scores) != len(proposals):
-            raise ValueError(f"The reward model returned {len(scores)} scores for {len(proposals)} candidates.")
+        scores = checked_scores(self.reward_model, proposals)
         decisions, offset = [], 0
         for group in candidates:
             group_scores = scores[offset : offset + len(group)]

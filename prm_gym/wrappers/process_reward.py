@@ -27,7 +27,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
 from prm_gym.envs.vector import sub_env_info
-from prm_gym.prm.base import RewardModel
+from prm_gym.prm.base import RewardModel, checked_scores
 from prm_gym.prm.context import Context
 
 __all__ = ["ProcessRewardConfig", "ProcessRewardWrapper", "VectorProcessRewardWrapper"]
@@ -129,11 +129,9 @@ class _ProcessRewards:
             if action not in state.scores and (state, action) not in requests:
                 requests.append((state, action))
         if requests:
-            scores = self.reward_model.score([state.context.propose(action) for state, action in requests])
-            if len(scores) != len(requests):
-                raise ValueError(f"The reward model returned {len(scores)} scores for {len(requests)} contexts.")
+            scores = checked_scores(self.reward_model, [state.context.propose(action) for state, action in requests])
             for (state, action), score in zip(requests, scores, strict=True):
-                state.scores[action] = float(score)
+                state.scores[action] = score
         for state in to_value if shaped else []:
             values = [state.scores[c] for c in state.context.admissible_commands]
             aggregate = max if self.config.value == "max" else (lambda v: sum(v) / len(v))
