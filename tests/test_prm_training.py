@@ -163,3 +163,40 @@ def test_cli_train_prm_without_targets_is_one_clear_line(tmp_path, capsys):
 
     assert main(["train-prm", "--targets", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "prm")]) == 2
     assert "prm-gym: error: No targets at" in capsys.readouterr().err
+
+
+def sgd_update(tmp_path, loss, rows, batch_size, accumulation):
+    """Return the parameter change of one SGD step on all of ``rows`` (float32, no clipping), and its logged loss."""
+    import torch
+
+    prm = tiny_prm(prompt_config=PROMPT)
+    before = [p.detach().clone() for p in prm.model.parameters()]
+    args = train_args(tmp_path, loss=loss, max_steps=1, per_device_train_batch_size=batch_size,
+                      gradient_accumulation_steps=accumulation, optim="sgd", learning_rate=0.5, max_grad_norm=0.0,
+                      weight_decay=0.0, bf16=False, preference_delta=0.2, logging_steps=1)
+    trainer = PRMTrainer(prm, args, rows)
+    trainer.train()
+    assert trainer.state.global_step == 1
+    change = torch.cat([(p.detach() - b).flatten() for p, b in zip(prm.model.parameters(), before, strict=True)])
+    return change, trainer.state.log_history[0]["loss"]
+
+
+@pytest.mark.parametrize("loss", ["soft_bce", "bradley_terry"])
+def test_gradient_accumulation_gives_the_update_of_one_big_batch(loss, tmp_path):
+    # One update over the whole (tiny) training set either way, so the data order cannot matter: 2 x 2 rows
+    # accumulated must move the weights as 4 rows at once, not twice as far (a loss taken as already scaled).
+    import torch
+
+    state = Context("put a mug in the coffeemachine.", observation="You are in a room.")
+    actions = [("look", 0.9, 1), ("go to desk 1", 0.1, 0), ("inventory", 0.6, 1), ("go to sink basin 1", 0.0, 0)]
+    rows = [TargetRow(dataclasses.replace(state.propose(action), game_file="g"), q, 2, 2 * wins)
+            for action, q, wins in actions]
+    if loss == "bradley_terry":  # 4 preference pairs from 4 states, each with a better and a worse action
+        states = [state.propose("look").advance(f"You see {i} mugs.", {}) for i in range(4)]
+        rows = [TargetRow(dataclasses.replace(s.propose(a), game_file="g"), q, 2) for s in states
+                for a, q in (("take mug 1", 0.8), ("go to bed 1", 0.1))]
+    big, big_loss = sgd_update(tmp_path / "big", loss, rows, batch_size=4, accumulation=1)
+    accumulated, accumulated_loss = sgd_update(tmp_path / "accumulated", loss, rows, batch_size=2, accumulation=2)
+    assert big.abs().max() > 1e-3  # the step did move the weights
+    torch.testing.assert_close(accumulated, big, rtol=1e-3, atol=1e-6)
+    assert accumulated_loss == pytest.approx(big_loss, rel=1e-3)  # the logged loss is the mean over the 4 rows too

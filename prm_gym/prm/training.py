@@ -142,6 +142,14 @@ class PRMTrainer(Trainer):
         2
     """
 
+    #: :meth:`compute_loss` returns a mean over its own batch, so ``Trainer.training_step`` must divide it by the
+    #: gradient accumulation steps. Left to its default (None), ``Trainer`` decides that the loss is already
+    #: scaled whenever the model's ``forward`` takes ``**kwargs`` and the batch has ``labels`` (true of every
+    #: sequence-classification model here), and each accumulated update would be that many times too large.
+    #: (The alternative, dividing a sum by ``num_items_in_batch``, would also have to redo ``Trainer``'s
+    #: multi-device scaling; a per-batch mean divided by the steps is exact for equal batches.)
+    loss_is_scaled_for_ga = False
+
     def __init__(self, prm: ProcessRewardModel, args: PRMConfig, rows: Sequence[TargetRow], **kwargs: Any) -> None:
         """Split ``rows`` by game into training and validation sets and set up the trainer on ``prm.model``.
 
