@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 from conftest import SHARED_GGUF, SHARED_TOKENIZER, tiny_llama, tiny_prm  # noqa: E402
 
+from prm_gym import checkpoints  # noqa: E402
 from prm_gym.devices import resolve_device, resolve_dtype  # noqa: E402
 from prm_gym.prm import Context, LoraSettings, ProcessRewardModel, PromptConfig  # noqa: E402
 from prm_gym.prm.model import SETTINGS_FILE  # noqa: E402
@@ -62,10 +62,11 @@ def test_scores_are_probabilities_in_input_order(llama32: ProcessRewardModel) ->
     assert llama32.score([]) == []
 
 
-def test_batched_scores_equal_one_at_a_time_in_float32(llama32: ProcessRewardModel) -> None:
+def test_batched_scores_close_to_one_at_a_time_in_float32(llama32: ProcessRewardModel) -> None:
+    # Not bit-exact: a padded batch and a single row take other matmul paths (AMX, blocking) on some CPUs.
     batched = llama32.score(contexts())
     single = [llama32.score([c])[0] for c in contexts()]
-    assert batched == single
+    assert batched == pytest.approx(single, abs=1e-6)
 
 
 def test_batched_scores_close_to_one_at_a_time_in_bf16(tokenizer_dir: Path) -> None:
@@ -90,7 +91,7 @@ def test_padding_side_does_not_change_scores(llama32: ProcessRewardModel) -> Non
     right = llama32.score(contexts())
     llama32.tokenizer.padding_side = "left"
     try:
-        assert llama32.score(contexts()) == right
+        assert llama32.score(contexts()) == pytest.approx(right, abs=1e-6)
         # A left-padded batch from elsewhere (e.g. a collator) is read at the last real token too.
         batch = llama32.encode(contexts())
         lengths = batch["attention_mask"].sum(-1).tolist()
@@ -126,7 +127,7 @@ def test_save_and_load_round_trip(llama32: ProcessRewardModel, tokenizer_dir: Pa
     loaded = ProcessRewardModel.from_pretrained(target, device="cpu", dtype="float32")
     assert loaded.prompt_config == prompt and loaded.max_batch_tokens == 1000
     assert loaded.device == torch.device("cpu")
-    assert loaded.score(contexts()) == prm.score(contexts())
+    assert loaded.score(contexts()) == pytest.approx(prm.score(contexts()), abs=1e-6)
 
 
 def test_plain_causal_lm_directory_gets_a_fresh_head(tokenizer_dir: Path, tmp_path: Path) -> None:
@@ -239,24 +240,33 @@ def test_lora_trains_adapters_and_head_only(use_peft_config: bool, tokenizer_dir
     assert loaded.score(contexts()) == pytest.approx(scores, abs=1e-5)
 
 
-def test_gguf_converts_once_into_the_cache(tmp_path: Path) -> None:
+def test_gguf_converts_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not GGUF.is_file():
         pytest.skip(f"the shared GGUF model is missing at {GGUF}")
+    # Every GGUF dequantisation goes through `checkpoints.AutoModelForCausalLM.from_pretrained(..., gguf_file=)`.
+    dequantised = []
+    causal_lm = checkpoints.AutoModelForCausalLM
+
+    class Spy:
+        @staticmethod
+        def from_pretrained(*args, **kwargs):
+            dequantised.append(kwargs.get("gguf_file"))
+            return causal_lm.from_pretrained(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "AutoModelForCausalLM", Spy)
     pairs = [c for c in contexts() if not c.history][:2]
-    start = time.perf_counter()
     torch.manual_seed(0)  # the fresh score head
     first = ProcessRewardModel.from_pretrained(GGUF, device="cpu", dtype="bf16", cache_dir=tmp_path)
-    converted = time.perf_counter() - start
+    assert dequantised == [GGUF.name]
     scores = first.score(pairs)
     assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
     (cached,) = tmp_path.iterdir()
     assert cached.name.endswith("-bfloat16") and (cached / "model.safetensors").is_file()
-    start = time.perf_counter()
+    written = {path: path.stat().st_mtime_ns for path in cached.iterdir()}
     torch.manual_seed(0)
     second = ProcessRewardModel.from_pretrained(
         GGUF.parent, gguf_file=GGUF.name, device="cpu", dtype="bf16", cache_dir=tmp_path
     )
-    reloaded = time.perf_counter() - start
-    assert second.score(pairs) == scores
-    assert reloaded < converted / 3, (converted, reloaded)
-    print(f"GGUF: converted in {converted:.1f} s, loaded from the cache in {reloaded:.1f} s")
+    assert dequantised == [GGUF.name]  # the second load read the cached safetensors: no conversion
+    assert {path: path.stat().st_mtime_ns for path in cached.iterdir()} == written  # nor a rewrite
+    assert second.score(pairs) == pytest.approx(scores, abs=1e-4)
