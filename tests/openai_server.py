@@ -3,7 +3,9 @@
 It serves ``POST /v1/chat/completions`` and ``GET /v1/models`` with the OpenAI JSON shapes. Its policy reads the
 admissible commands from the last user message and answers ``REASON: ...\\nACTION: <command>``. It can fail the
 first requests with an HTTP status, stall past a client's timeout, require a key, ignore ``n``, and it records
-every request (path, headers, JSON body) and the most requests it had in flight at once.
+every request (path, headers, JSON body) and the most requests it had in flight at once. With ``gather=k`` it
+holds the chat requests until ``k`` of them are in flight at once, so a test of concurrency does not depend on
+how fast the threads of a loaded machine happen to run.
 
     with OpenAITestServer(first_command, fail_first=2) as server:
         agent = OpenAICompatibleAgent(OpenAIAgentConfig(base_url=server.url))
@@ -56,11 +58,20 @@ class OpenAITestServer:
         delay_s: float = 0.0,
         api_key: str | None = None,
         max_n: int | None = None,
+        gather: int = 0,
+        gather_timeout_s: float = 30.0,
     ) -> None:
+        """Start nothing yet (``with`` starts the server); the keywords script its answers.
+
+        ``gather``: hold chat requests until that many are in flight at once, then answer them all (and every
+        later one at once). After ``gather_timeout_s`` without that many (a client that does not send them
+        concurrently), it stops holding, so such a test fails on ``max_in_flight`` instead of hanging.
+        """
         self.policy, self.model = policy, model
         self.fail_first, self.fail_status, self.retry_after = fail_first, fail_status, retry_after
         self.stall_first, self.stall_s, self.delay_s = stall_first, stall_s, delay_s
         self.api_key, self.max_n = api_key, max_n
+        self.gather, self.gather_timeout_s, self._gathered = gather, gather_timeout_s, threading.Event()
         #: Every request: {"path", "headers" (lower-cased names), "body"} (body None for GET).
         self.requests: list[dict[str, Any]] = []
         self.in_flight = self.max_in_flight = 0
@@ -84,12 +95,15 @@ class OpenAITestServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self._stopping.set()  # wakes stalled handlers
+        self._gathered.set()  # and held ones
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
 
     def _answer(self, headers: dict[str, str], body: dict[str, Any], index: int) -> tuple[int, dict[str, Any]]:
         """Return (status, JSON) for the ``index``-th chat request."""
+        if self.gather and not self._gathered.wait(self.gather_timeout_s):
+            self._gathered.set()  # not that many came at once: stop holding
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             # Like some real servers, echo what was sent: the client must not repeat it anywhere.
             return 401, _error(f"Incorrect API key provided: {headers.get('authorization')}", "invalid_api_key")
@@ -168,13 +182,19 @@ class OpenAITestServer:
                     index = len(server.completions) - 1
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    if server.gather and server.in_flight >= server.gather:
+                        server._gathered.set()
                 try:
                     if self.path.rstrip("/") != "/v1/chat/completions":
-                        return self._send(404, _error(f"No route {self.path}.", "not_found"))
-                    self._send(*server._answer(_lower(self.headers), body, index))
+                        answer = 404, _error(f"No route {self.path}.", "not_found")
+                    else:
+                        answer = server._answer(_lower(self.headers), body, index)
                 finally:
+                    # Out of flight before the answer leaves: a client that sends its next request as soon as it
+                    # reads this answer must never be counted with this one.
                     with server._lock:
                         server.in_flight -= 1
+                self._send(*answer)
 
         return Handler
 

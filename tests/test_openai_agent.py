@@ -12,7 +12,7 @@ import gymnasium as gym
 import pytest
 
 import prm_gym  # noqa: F401  (registers the environments)
-from prm_gym.agents import BestOfNAgent, OpenAIAgentConfig, OpenAICompatibleAgent
+from prm_gym.agents import BestOfNAgent, OpenAIAgentConfig, OpenAICompatibleAgent, openai_agent
 from prm_gym.agents.openai_agent import ServerError, ServerUnreachableError
 from prm_gym.agents.walkthrough_agent import walkthrough_of
 from prm_gym.envs.alfworld.data import list_games
@@ -29,6 +29,26 @@ def make_agent(server, **overrides):
     return OpenAICompatibleAgent(
         OpenAIAgentConfig(base_url=server.url, **{"api_key_env": KEY_ENV, **FAST, **overrides})
     )
+
+
+class Clock:
+    """Stands in for the agent's ``time`` module: records the backoff sleeps instead of sleeping."""
+
+    def __init__(self):
+        self.sleeps = []
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = Clock()
+    monkeypatch.setattr(openai_agent, "time", fake)
+    return fake
 
 
 def contexts(k):
@@ -77,18 +97,15 @@ def test_plays_a_tiny_game_to_a_win_and_counts_match_paths():
     assert last["messages"] == render_messages(agent.context.propose(None), agent.config.prompt)
 
 
-def test_decide_is_batched_in_order_and_respects_the_concurrency_limit():
-    with OpenAITestServer(delay_s=0.2) as server:
-        with make_agent(server, model="m", max_concurrency=2) as agent:
-            start = time.perf_counter()
+@pytest.mark.parametrize("limit", [2, 6])
+def test_decide_is_batched_in_order_and_respects_the_concurrency_limit(limit):
+    # The server holds the requests until `limit` are in flight at once (so `limit` are sent concurrently, however
+    # slowly the threads run), then answers each after a pause (so that more than `limit` would overlap).
+    with OpenAITestServer(gather=limit, delay_s=0.05) as server:
+        with make_agent(server, model="m", max_concurrency=limit, timeout_s=120) as agent:
             decisions = agent.decide(contexts(6))
-            elapsed = time.perf_counter() - start
-        assert [d.action for d in decisions] == [f"go to desk {i}" for i in range(6)]
-        assert server.max_in_flight == 2 and elapsed >= 3 * 0.2
-        server.max_in_flight = 0
-        with make_agent(server, model="m", max_concurrency=6) as agent:
-            agent.decide(contexts(6))
-        assert server.max_in_flight > 2
+    assert [d.action for d in decisions] == [f"go to desk {i}" for i in range(6)]
+    assert server.max_in_flight == limit and len(server.completions) == 6
 
 
 def test_match_paths_are_counted_per_answer():
@@ -153,7 +170,7 @@ def test_transient_errors_are_retried_with_backoff(status, caplog):
     assert agent.usage["retries"] == 2 and f"HTTP {status}" in caplog.text and "retry 2/3" in caplog.text
 
 
-def test_backoff_grows_and_gives_up_with_a_clear_error():
+def test_backoff_grows_and_gives_up_with_a_clear_error(clock):
     with OpenAITestServer(fail_first=99) as server:
         with (
             make_agent(
@@ -161,21 +178,18 @@ def test_backoff_grows_and_gives_up_with_a_clear_error():
             ) as agent,
             pytest.raises(ServerError, match=r"could not answer after 4 attempts: HTTP 500") as error,
         ):
-            start = time.perf_counter()
             agent.decide(contexts(1))
-        elapsed = time.perf_counter() - start
     assert len(server.completions) == 4 and error.value.status_code == 500
     assert not isinstance(error.value, ServerUnreachableError)
-    assert 0.05 + 0.1 + 0.15 <= elapsed < 5
+    assert clock.sleeps == pytest.approx([0.05, 0.1, 0.15])  # doubled each retry, then capped
 
 
-def test_a_retry_after_header_is_honoured_up_to_the_cap():
-    with OpenAITestServer(fail_first=1, fail_status=429, retry_after="0.3") as server:
+@pytest.mark.parametrize(("retry_after", "waited"), [("0.3", 0.3), ("30", 1.0)])
+def test_a_retry_after_header_is_honoured_up_to_the_cap(clock, retry_after, waited):
+    with OpenAITestServer(fail_first=1, fail_status=429, retry_after=retry_after) as server:
         with make_agent(server, model="m", backoff_s=0.01, backoff_max_s=1.0) as agent:
-            start = time.perf_counter()
-            agent.decide(contexts(1))
-            assert time.perf_counter() - start >= 0.3
-    assert len(server.completions) == 2
+            assert agent.decide(contexts(1))[0].action == "go to desk 0"
+    assert len(server.completions) == 2 and clock.sleeps == pytest.approx([waited])
 
 
 @pytest.mark.parametrize("status, hint", [(400, "Scripted failure"), (404, "Check `base_url`")])
@@ -186,28 +200,34 @@ def test_client_errors_are_not_retried(status, hint):
     assert len(server.completions) == 1 and error.value.status_code == status
 
 
-def test_an_unreachable_server_fails_fast_with_a_clear_error():
+def test_an_unreachable_server_fails_fast_with_a_clear_error(clock):
     url = f"http://127.0.0.1:{closed_port()}/v1"
-    agent = OpenAICompatibleAgent(OpenAIAgentConfig(base_url=url, model="m", max_retries=2, **FAST))
+    config = OpenAIAgentConfig(base_url=url, model="m", max_retries=2, **{**FAST, "timeout_s": 60})
+    agent = OpenAICompatibleAgent(config)
     start = time.perf_counter()
     with pytest.raises(ServerUnreachableError) as error:
         agent.decide(contexts(2))
-    assert time.perf_counter() - start < 3
+    # A refused connection is known at once: never waited out as a timeout (3 x 60 s), only the backoff's sleeps.
+    assert time.perf_counter() - start < 60
+    assert set(clock.sleeps) == {0.01, 0.02}  # each request's two retries (the second may not be done yet)
     message = str(error.value)
     assert message.startswith(f"Cannot reach the OpenAI-compatible server at {url} after 3 attempts: ")
     assert "refused" in message.lower() and message.endswith("Is it running?")
     agent.close()
 
 
-def test_timeouts_are_retried_then_reported():
-    with OpenAITestServer(stall_first=1, stall_s=10) as server:
-        with make_agent(server, model="m", timeout_s=0.3, max_retries=1) as agent:
+def test_timeouts_are_retried_then_reported(clock):
+    # The first request stalls until the server stops: the client gives up on it after `timeout_s` and retries.
+    # (The retry itself must be answered within `timeout_s`: 2 s, ample for a loopback request.)
+    with OpenAITestServer(stall_first=1, stall_s=600) as server:
+        with make_agent(server, model="m", timeout_s=2.0, max_retries=1) as agent:
             assert agent.decide(contexts(1))[0].action == "go to desk 0"
         assert len(server.completions) == 2
-    with OpenAITestServer(stall_first=99, stall_s=10) as server:
+    with OpenAITestServer(stall_first=99, stall_s=600) as server:
         with make_agent(server, model="m", timeout_s=0.2, max_retries=1) as agent:
             with pytest.raises(ServerUnreachableError, match=r"after 2 attempts: no answer within 0.2 s"):
                 agent.decide(contexts(1))
+        assert len(server.completions) == 2
 
 
 def test_the_key_comes_from_the_named_variable_and_never_leaks(monkeypatch, caplog):
