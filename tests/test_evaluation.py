@@ -1,16 +1,26 @@
 import dataclasses
-import hashlib
 import json
 
+import gymnasium as gym
 import pytest
 
-from prm_gym.agents import Agent, RandomAgent, WalkthroughAgent
+from prm_gym.agents import RandomAgent, WalkthroughAgent
 from prm_gym.cli import main
 from prm_gym.evaluation import EpisodeResult, EvalConfig, evaluate, format_table, make_agent, summarize
+from prm_gym.prm import Context
 
 
-def test_reference_agents_implement_the_interface():
-    assert isinstance(RandomAgent(0), Agent) and isinstance(WalkthroughAgent(), Agent)
+def test_make_agent_builds_the_named_reference_agents():
+    env = gym.make("prm_gym/ALFWorld-v0", split="tiny")
+    obs, info = env.reset(seed=0)
+    env.close()
+    states = [Context.from_reset(obs, info)] * 20
+    random, walkthrough = make_agent("random", seed=3), make_agent("walkthrough")
+    assert (random.name, walkthrough.name, make_agent("expert").name) == ("random", "walkthrough", "expert")
+    actions = [d.action for d in random.decide(states)]
+    assert actions == [d.action for d in RandomAgent(3).decide(states)]  # seeded as asked
+    assert set(actions) <= set(info["admissible_commands"]) and len(set(actions)) > 1
+    assert walkthrough.act(obs, info) == info["walkthrough"][0]
 
 
 def test_random_agent_is_reproducible_and_uniform():
@@ -116,13 +126,30 @@ def test_lockstep_groups_of_3_win_every_tiny_game_with_the_reference_agents(name
     assert [r.index for r in results] == list(range(6)) and all(r.won for r in results)
 
 
+def play_one_at_a_time(agent, config):
+    """Return (game file, won, actions) per game as before lockstep groups: ``agent.act``, one game at a time,
+    game ``i``'s env and the agent reset with seed ``config.seed + i``."""
+    env = gym.make("prm_gym/ALFWorld-v0", split=config.split, max_episode_steps=config.max_episode_steps)
+    played = []
+    for index in range(len(env.unwrapped.game_files)):
+        obs, info = env.reset(seed=config.seed + index, options={"game": index})
+        agent.reset(seed=config.seed + index)
+        actions, done = [], False
+        while not done:
+            actions.append(agent.act(obs, info))
+            obs, _, terminated, truncated, info = env.step(actions[-1])
+            done = terminated or truncated
+        played.append((info["game_file"], info["won"], actions))
+    env.close()
+    return played
+
+
 def test_batch_size_1_gives_the_results_of_one_game_at_a_time():
-    """Recorded before lockstep groups existed (``agent.act`` one game at a time): they must keep holding."""
-    results = evaluate(make_agent("random", seed=0), EvalConfig(split="tiny", batch_size=1), progress=False)
-    assert [(r.won, r.steps) for r in results] == [(True, 15)] + [(False, 30)] * 5
-    assert results[0].actions[:5] == ["inventory", "help", "go to sidetable 1", "go to desk 1", "go to drawer 1"]
-    actions = json.dumps([r.actions for r in results]).encode()
-    assert hashlib.sha256(actions).hexdigest()[:16] == "e40e13ae0866a9fa"
+    config = EvalConfig(split="tiny", batch_size=1, seed=0)
+    results = evaluate(RandomAgent(), config, progress=False)
+    assert [(r.game_file, r.won, r.actions) for r in results] == play_one_at_a_time(RandomAgent(), config)
+    other_seed = evaluate(RandomAgent(), dataclasses.replace(config, seed=1), progress=False)
+    assert [r.actions for r in other_seed] != [r.actions for r in results]
 
 
 class Counting(WalkthroughAgent):
