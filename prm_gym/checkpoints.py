@@ -25,7 +25,14 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 
 from prm_gym.io import atomic_directory
 
-__all__ = ["default_cache_dir", "ensure_pad_token", "load_pretrained", "resolve_source", "token_batches"]
+__all__ = [
+    "default_cache_dir",
+    "ensure_pad_token",
+    "load_pretrained",
+    "max_positions",
+    "resolve_source",
+    "token_batches",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +115,13 @@ def ensure_pad_token(tokenizer: Any) -> None:
         if tokenizer.eos_token is None:
             raise ValueError("The tokenizer has neither a pad token nor an eos token: set `tokenizer.pad_token`.")
         tokenizer.pad_token = tokenizer.eos_token
+
+
+def max_positions(model: Any) -> int | None:
+    """Return how many positions ``model`` reads (``max_position_embeddings``), ``None`` when its config says not."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return int(positions) if positions else None
 
 
 def token_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:

@@ -35,10 +35,10 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 from prm_gym.agents.base import Agent, Decision
 from prm_gym.agents.hf_config import HFAgentConfig
 from prm_gym.agents.parsing import parse_response
-from prm_gym.checkpoints import ensure_pad_token, load_pretrained, resolve_source, token_batches
+from prm_gym.checkpoints import ensure_pad_token, load_pretrained, max_positions, resolve_source, token_batches
 from prm_gym.devices import resolve_device, resolve_dtype
 from prm_gym.prm.context import Context
-from prm_gym.prm.prompt import render_text
+from prm_gym.prm.prompt import encode_contexts, encode_text, render_text
 
 __all__ = ["HFAgent"]
 
@@ -161,7 +161,7 @@ class HFAgent(Agent):
     # Generate mode.
 
     def _generated(self, states: list[Context], n: int, temperature: float) -> list[list[Decision]]:
-        prompts = [self._prompt_ids(state) for state in states]
+        prompts = [self._prompt_ids(state, reserve=self.config.max_new_tokens) for state in states]
         answers: list[list[Decision]] = [[] for _ in states]
         lengths = [len(ids) + self.config.max_new_tokens for ids in prompts]
         for rows in token_batches(lengths, max(1, self.config.max_batch_tokens // n)):
@@ -234,8 +234,8 @@ class HFAgent(Agent):
 
         The prompt is run once; its key/value cache is copied for each batch of answers.
         """
-        prompt = torch.tensor([self._prompt_ids(state)], device=self.device)
         answers = self._answer_ids(state.admissible_commands)
+        prompt = torch.tensor([self._prompt_ids(state, reserve=max(map(len, answers)))], device=self.device)
         out = self.model(input_ids=prompt, use_cache=True)
         first = out.logits[0, -1].float().log_softmax(-1)
         logliks = [0.0] * len(answers)
@@ -280,15 +280,18 @@ class HFAgent(Agent):
         # scored as a prefix of "go to desk 10".
         after += "" if self.tokenizer.chat_template else self.tokenizer.eos_token or ""
         answers = [before + command + after for command in commands]
-        ids: list[list[int]] = self.tokenizer(answers, add_special_tokens=False)["input_ids"]
-        return ids
+        return [encode_text(self.tokenizer, answer, add_special_tokens=False) for answer in answers]
 
     # Shared.
 
-    def _prompt_ids(self, state: Context) -> list[int]:
-        """Return the tokens of ``state`` rendered as a prompt for the assistant's turn."""
-        text = render_text(state, self.tokenizer, self.config.prompt)
-        ids: list[int] = self.tokenizer(text, add_special_tokens=not self.tokenizer.chat_template)["input_ids"]
+    def _prompt_ids(self, state: Context, reserve: int = 0) -> list[int]:
+        """Return the tokens of ``state`` rendered as a prompt for the assistant's turn.
+
+        Raises:
+            ValueError: when the prompt and ``reserve`` answer tokens do not fit in the model's positions.
+        """
+        positions = max_positions(self.model)
+        (ids,) = encode_contexts([state], self.tokenizer, self.config.prompt, positions=positions, reserve=reserve)
         return ids
 
 

@@ -27,11 +27,11 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError("ProcessRewardModel needs the `llm` extra: pip install 'prm-gym[llm]'") from err
 
-from prm_gym.checkpoints import ensure_pad_token, load_pretrained, resolve_source, token_batches
+from prm_gym.checkpoints import ensure_pad_token, load_pretrained, max_positions, resolve_source, token_batches
 from prm_gym.devices import resolve_device, resolve_dtype
 from prm_gym.io import atomic_directory
 from prm_gym.prm.context import Context
-from prm_gym.prm.prompt import PromptConfig, render_text
+from prm_gym.prm.prompt import PromptConfig, encode_contexts
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -263,21 +263,7 @@ class ProcessRewardModel:
                 raise TypeError(f"contexts[{i}] should be a prm_gym Context. Received {type(context).__name__}.")
             if context.action is None:
                 raise ValueError(f"contexts[{i}] proposes no action: a reward model scores `context.propose(action)`.")
-        if not contexts:
-            return []
-        texts = [render_text(context, self.tokenizer, self.prompt_config) for context in contexts]
-        # A chat template already writes the special tokens; a plain layout needs the model's own (BOS, [CLS]).
-        token_ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=not self.tokenizer.chat_template)[
-            "input_ids"
-        ]
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        longest = max(len(ids) for ids in token_ids)
-        if limit is not None and longest > limit:
-            raise ValueError(
-                f"A context renders to {longest} tokens, more than the model's {limit} positions: lower "
-                "`prompt_config.max_prompt_tokens`."
-            )
-        return token_ids
+        return encode_contexts(contexts, self.tokenizer, self.prompt_config, positions=max_positions(self.model))
 
     def _pad(self, token_ids: list[list[int]]) -> BatchEncoding:
         # Right padding whatever the tokenizer's side: positions then start at 0 in every row, as when unbatched.

@@ -12,16 +12,30 @@ it scores and what a policy reads. A context becomes a conversation::
 
 When the text would exceed ``max_prompt_tokens``, the oldest history turns are dropped (a line says how
 many); the task, the current observation and the proposed action are never cut.
+
+:func:`encode_text` is the one place where text enters a tokenizer (lone surrogates, which Rust tokenizers
+refuse, become U+FFFD there), and :func:`encode_contexts` the one way contexts become model input: rendered,
+tokenized, and checked against the model's positions, with an error that says what would make them fit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prm_gym.prm.context import Context
 
-__all__ = ["SYSTEM_PROMPT", "PromptConfig", "format_action", "render_messages", "render_text"]
+__all__ = [
+    "SYSTEM_PROMPT",
+    "PromptConfig",
+    "clean_text",
+    "encode_contexts",
+    "encode_text",
+    "format_action",
+    "render_messages",
+    "render_text",
+]
 
 SYSTEM_PROMPT = (
     "You are an expert agent in a text-based household game. Each turn you read what you observe and reply with "
@@ -110,16 +124,11 @@ def render_text(context: Context, tokenizer: Tokenizer, config: PromptConfig | N
     config = config or PromptConfig()
 
     def text(drop_turns: int) -> str:
-        messages = render_messages(context, config, drop_turns=drop_turns)
-        generation = context.action is None
-        if tokenizer.chat_template:
-            return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation))
-        plain = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
-        return plain + ("\n\nAssistant:" if generation else "")
+        return _render(context, tokenizer, config, drop_turns)
 
     def fits(candidate: str) -> bool:
         budget = config.max_prompt_tokens
-        return budget is None or len(tokenizer(candidate, add_special_tokens=False)["input_ids"]) <= budget
+        return budget is None or len(encode_text(tokenizer, candidate, add_special_tokens=False)) <= budget
 
     full = text(0)
     if fits(full) or not context.history:
@@ -135,3 +144,96 @@ def render_text(context: Context, tokenizer: Tokenizer, config: PromptConfig | N
         else:
             low = middle + 1
     return text(low)
+
+
+def clean_text(text: str) -> str:
+    r"""Return ``text`` with each lone surrogate replaced by U+FFFD (a surrogate pair becomes its character).
+
+    Python strings can hold lone surrogates (JSON's ``"\ud800"`` escapes, ``surrogateescape`` decoding), which
+    are not Unicode text: Rust tokenizers refuse them with a ``TypeError``.
+
+    Example:
+        >>> clean_text("bad \ud800 text, fine \ud83d\ude00")
+        'bad \ufffd text, fine \U0001f600'
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def encode_text(tokenizer: Tokenizer, text: str, *, add_special_tokens: bool) -> list[int]:
+    """Return the token ids of ``text``: the one place where text enters a tokenizer (through :func:`clean_text`)."""
+    return list(tokenizer(clean_text(text), add_special_tokens=add_special_tokens)["input_ids"])
+
+
+def encode_contexts(
+    contexts: Sequence[Context],
+    tokenizer: Tokenizer,
+    config: PromptConfig | None = None,
+    *,
+    positions: int | None = None,
+    reserve: int = 0,
+) -> list[list[int]]:
+    """Return each context rendered by :func:`render_text` as model input ids, checked to fit the model.
+
+    A chat template writes its own special tokens; the plain layout gets the tokenizer's (BOS, [CLS]).
+
+    Args:
+        contexts: The contexts, with a proposed action (reward models) or without (policies).
+        tokenizer: The model's tokenizer.
+        config: How to render; default :class:`PromptConfig`'s.
+        positions: The model's positions (``max_position_embeddings``); ``None`` checks nothing.
+        reserve: Positions each row must leave free after its input (the tokens a policy will generate or score).
+
+    Raises:
+        ValueError: when a row does not fit; the message says whether a smaller ``max_prompt_tokens`` would make
+            it fit (older turns dropped) or only a longer-context model or shorter observations can.
+    """
+    config = config or PromptConfig()
+    special = not tokenizer.chat_template
+    ids = [
+        encode_text(tokenizer, render_text(context, tokenizer, config), add_special_tokens=special)
+        for context in contexts
+    ]
+    for i, row in enumerate(ids):
+        if positions is not None and len(row) + reserve > positions:
+            raise ValueError(_too_long(f"contexts[{i}]", contexts[i], len(row), tokenizer, config, positions, reserve))
+    return ids
+
+
+def _render(context: Context, tokenizer: Tokenizer, config: PromptConfig, drop_turns: int) -> str:
+    """Return the context's messages without ``drop_turns`` oldest turns as one text (template or plain layout)."""
+    messages = render_messages(context, config, drop_turns=drop_turns)
+    generation = context.action is None
+    if tokenizer.chat_template:
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation))
+    plain = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+    return plain + ("\n\nAssistant:" if generation else "")
+
+
+def _too_long(
+    name: str, context: Context, length: int, tokenizer: Tokenizer, config: PromptConfig, positions: int, reserve: int
+) -> str:
+    """Return why ``context`` (``length`` input tokens) does not fit, and the one remedy that would help."""
+    special = not tokenizer.chat_template
+    room = positions - reserve
+    where = f"the model's {positions} positions" + (f" less {reserve} for the answer" if reserve else "")
+    bare = _render(context, tokenizer, config, len(context.history))
+    shortest = len(encode_text(tokenizer, bare, add_special_tokens=special))
+    if shortest > room:
+        parts = "system prompt, task, current observation"
+        parts += (
+            " with its admissible commands" if config.show_admissible_commands and context.admissible_commands else ""
+        )
+        parts += " and proposed action" if context.action is not None else ""
+        return (
+            f"{name} is {shortest} tokens even without its history (the {parts} alone), more than {where}: use a "
+            "model with a longer context, or shorten the observations."
+        )
+    specials = shortest - len(encode_text(tokenizer, bare, add_special_tokens=False))
+    return (
+        f"{name} renders to {length} tokens, more than {where}: set the prompt's `max_prompt_tokens` "
+        f"(now {config.max_prompt_tokens}) to at most {room - specials} so that older turns are dropped to fit."
+    )
