@@ -184,8 +184,10 @@ def load_game(path: str) -> LoadedGame:
         gc.disable()
         try:
             game = LoadedGame(path)
-        except ValueError as error:
-            raise ValueError(f"Cannot play {path!r} with the fast engine: {error}") from error
+        except (ValueError, LookupError, TypeError, AttributeError, RecursionError) as error:
+            # Malformed game text fails deep in parsing: one message naming the file instead.
+            detail = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+            raise ValueError(f"Cannot play {path!r} with the fast engine: {detail}") from error
         finally:
             if collecting:
                 gc.enable()

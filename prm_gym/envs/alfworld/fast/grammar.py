@@ -5,25 +5,28 @@ and ``action Name { template :: "..."; feedback :: "..."; ... }`` parts (command
 TextWorld's ``ContextSensitiveGrammar`` re-parses grammar text with TatSu at every ``derive()``; here each
 distinct string (production, template, feedback rule, query) is parsed once per process, with TextWorld's
 own parsers so that the result is the same symbol by symbol, and compiled into tuples (:data:`Nodes`) that
-:class:`~prm_gym.envs.alfworld.fast.text.TextGenerator` expands.
+:class:`~prm_gym.envs.alfworld.fast.text.TextGenerator` expands. ``{expression}`` symbols are compiled by
+:func:`~prm_gym.envs.alfworld.fast.expressions.compile_expression` (a whitelist, never Python's ``eval``), so a
+game file cannot run code.
 """
 
 from __future__ import annotations
 
-import builtins
 import json
 import re
 import textwrap
 from typing import Any
 
-__all__ = ["EVAL_GLOBALS", "Grammar", "Nodes", "Query", "Var", "compile_grammar", "parse_grammar_document"]
+from prm_gym.envs.alfworld.fast.expressions import compile_expression
+
+__all__ = ["Grammar", "Nodes", "Query", "Var", "compile_grammar", "parse_grammar_document"]
 
 #: A placeholder or a variable: (name, type).
 Var = tuple[str, str]
 #: A compiled conjunctive query: ((predicate, placeholders, placeholder types), ...).
 Query = tuple[tuple[str, tuple[Var, ...], tuple[str, ...]], ...]
 #: A compiled symbol list: ("t", text) | ("n", name) | ("c", expression, query | None) | ("l", conditional),
-#: an expression being ("n", name) or ("e", code).
+#: an expression being ("n", name) or ("e", evaluator) (see :func:`compile_expression`).
 Nodes = tuple[tuple[Any, ...], ...]
 
 _SKIP = re.compile(r"(?:\s+|#[^\n]*)*")
@@ -118,8 +121,6 @@ def parse_grammar_document(text: str) -> tuple[dict[str, tuple[str, str]], dict[
 
 _SYMBOLS_CACHE: dict[str, Nodes] = {}
 _QUERY_CACHE: dict[str, Query] = {}
-#: Globals of the grammar's ``{expression}`` symbols (TextWorld evaluates them with Python's builtins).
-EVAL_GLOBALS: dict[str, Any] = {"__builtins__": builtins}
 
 
 def _compile_symbols(text: str) -> Nodes:
@@ -140,8 +141,7 @@ def _convert_symbol(symbol: Any) -> tuple[Any, ...]:
     if isinstance(symbol, textgen.NonterminalSymbol):
         return ("n", str(symbol.symbol))
     if isinstance(symbol, textgen.EvalSymbol):
-        # eval() of a string drops leading spaces and tabs; compile() would not.
-        return ("e", compile(symbol.expression.lstrip(" \t"), "<grammar>", "eval"))
+        return ("e", compile_expression(symbol.expression))
     if isinstance(symbol, textgen.ConditionalSymbol):
         return ("c", _convert_symbol(symbol.expression), _compile_query(symbol.given) if symbol.given else None)
     if isinstance(symbol, textgen.ListSymbol):

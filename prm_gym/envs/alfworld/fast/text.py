@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prm_gym.envs.alfworld.fast.atoms import Atom
-from prm_gym.envs.alfworld.fast.grammar import EVAL_GLOBALS, Grammar, Nodes, Query, Var
+from prm_gym.envs.alfworld.fast.grammar import Grammar, Nodes, Query, Var
 from prm_gym.envs.alfworld.fast.pddl import Domain
 
 __all__ = ["Entity", "TextGenerator", "demangled_names", "mapping_of"]
@@ -201,7 +201,7 @@ class TextGenerator:
         else:
             entities = self.entities
             variables = {ph[0]: entities[var[0]] for ph, var in mapping.items()}
-            out.append(str(eval(node[1], EVAL_GLOBALS, variables)))  # noqa: S307 - the game's own grammar
+            out.append(str(node[1](variables)))
 
     def _nonterminal(self, name: str, mapping: dict[Var, Var], state: frozenset[Atom], out: list[str]) -> None:
         rules = self.grammar.rules.get(name)
