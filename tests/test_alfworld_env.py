@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -125,13 +127,70 @@ def test_explicit_game_files(alfworld_data_dir):
     assert env.unwrapped.game_files == games
 
 
-def test_step_before_reset_and_non_string_actions_raise(alfworld_data_dir):
-    env = ALFWorldEnv("valid_unseen")
+def test_step_before_reset_raises():
+    with pytest.raises(gym.error.ResetNeeded):
+        ALFWorldEnv("tiny").step("look")
+
+
+@pytest.mark.parametrize("backend", ["fast", "textworld"])
+def test_non_string_actions_are_inadmissible_commands(backend):
+    env = ALFWorldEnv("tiny", task_types="look", backend=backend)
+    _, start = env.reset(seed=0)
+    for action in [None, 3, b"look", ["look"], 2.5]:
+        obs, reward, terminated, truncated, info = env.step(action)  # type: ignore[arg-type]
+        assert (obs, reward, terminated, info["invalid_action"]) == ("Nothing happens.", 0.0, False, True)
+        assert info["admissible_commands"] == start["admissible_commands"]
+    for command in start["walkthrough"]:
+        *_, info = env.step(command)
+    assert info["won"]
+
+
+@pytest.mark.parametrize("single", [str, Path])
+def test_one_game_file_is_a_list_of_one(single):
+    game = list_games("tiny")[2]
+    env = ALFWorldEnv(game_files=single(game))
+    assert env.game_files == [game] and env.reset()[1]["game_file"] == str(game)
+
+
+def test_bad_game_files_are_named():
+    with pytest.raises(TypeError, match="a game file path or a list of them. Received 42"):
+        ALFWorldEnv(game_files=42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="should hold game file paths. Received None"):
+        ALFWorldEnv(game_files=[list_games("tiny")[0], None])  # type: ignore[list-item]
+    with pytest.raises(FileNotFoundError, match="nope.tw-pddl"):
+        ALFWorldEnv(game_files="nope.tw-pddl")
+    with pytest.raises(ValueError, match="empty"):
+        ALFWorldEnv(game_files=[])
+
+
+def test_a_reset_with_a_bad_game_option_leaves_the_episode_as_it_was():
+    env = ALFWorldEnv("tiny", task_types="look", shuffle=False)
+    _, info = env.reset(seed=0)
+    for bad in [99, "no/such/game.tw-pddl", 1.5]:
+        with pytest.raises(ValueError, match="options"):
+            env.reset(options={"game": bad})
+    for command in info["walkthrough"]:
+        *_, last = env.step(command)
+    assert last["won"] and last["task"] == info["task"] != ""
+
+
+@pytest.mark.parametrize("backend", ["fast", "textworld"])
+def test_a_reset_on_a_broken_game_file_names_it_and_needs_a_reset(tmp_path, backend):
+    good = list_games("tiny", task_types="look")[0]
+    broken = tmp_path / "game.tw-pddl"
+    broken.write_text(good.read_text()[:5000])
+    env = ALFWorldEnv(game_files=[good, broken], shuffle=False, backend=backend)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="game.tw-pddl"):
+        env.reset(options={"game": 1})
     with pytest.raises(gym.error.ResetNeeded):
         env.step("look")
-    env.reset(seed=0)
-    with pytest.raises(gym.error.InvalidAction, match="command strings"):
-        env.step(3)
+    with pytest.raises(gym.error.ResetNeeded):
+        env.snapshot()
+    _, info = env.reset(options={"game": 0})
+    for command in info["walkthrough"]:
+        *_, info = env.step(command)
+    assert info["won"]
 
 
 def test_render_ansi_returns_the_last_text(alfworld_data_dir):

@@ -6,6 +6,12 @@ command, each turn handed back as an immutable :class:`GameTurn`, and :meth:`~Ga
 interpreters (Z-machine/Glulx games through Jericho, ``.tw-pddl`` games through TextWorld's PDDL
 environment, which is ALFWorld's text engine); it cannot copy its state, so its snapshots replay the commands
 since reset. ALFWorld's fast engine (:class:`~prm_gym.envs.alfworld.fast.FastALFWorldEngine`) copies its state.
+
+Trust: :class:`TextWorldEngine` trusts its game files as TextWorld does. TextWorld evaluates the
+``{expression}`` symbols of a ``.tw-pddl`` grammar with Python's ``eval`` (a crafted file runs any code), and a
+Z-machine story's code runs in Jericho's interpreter, in this process. Files are checked first
+(:func:`~prm_gym.envs.game_files.check_game_file`), so that a corrupt one raises a ``ValueError`` instead of
+ending the process, but play only files you trust with this engine; the fast ALFWorld engine never calls ``eval``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import textworld
+
+from prm_gym.envs.game_files import check_game_file
 
 __all__ = ["EngineSnapshot", "GameEngine", "GameTurn", "ReplaySnapshot", "TextWorldEngine"]
 
@@ -121,17 +129,22 @@ class GameEngine(abc.ABC):
         return self._game_file
 
     def load(self, game_file: str | os.PathLike[str]) -> None:
-        """Load a game file (a no-op when it is already loaded).
+        """Load a game file (a no-op when it is already loaded); after a failed load no game is loaded.
 
         Raises:
             FileNotFoundError: when ``game_file`` does not exist.
+            ValueError: when it is not a game this engine plays, naming it.
         """
         game_file = os.fspath(game_file)
         if game_file == self._game_file:
             return
         if not os.path.isfile(game_file):
             raise FileNotFoundError(f"Game file {game_file!r} does not exist.")
-        self._open(game_file)
+        try:
+            self._open(game_file)
+        except BaseException:
+            self.close()  # never half a game: the old one may already be closed
+            raise
         self._game_file = game_file
 
     @abc.abstractmethod
@@ -219,9 +232,18 @@ class TextWorldEngine(GameEngine):
         self._turn: GameTurn | None = None
 
     def reset(self) -> GameTurn:
-        """Start the loaded game from its initial state."""
-        state = self._require_env().reset()
-        self.walkthrough = _walkthrough(state)
+        """Start the loaded game from its initial state.
+
+        Raises:
+            ValueError: when TextWorld cannot start the game (naming the file).
+        """
+        env = self._require_env()
+        try:
+            state = env.reset()
+            walkthrough = _walkthrough(state)
+        except Exception as error:  # TextWorld reads much of a game only now: name the file, not its parser
+            raise _unplayable(self._game_file, error) from error
+        self.walkthrough = walkthrough
         self.objective = state.get("objective")
         self.max_score = state.get("max_score")
         self._commands = []
@@ -256,8 +278,12 @@ class TextWorldEngine(GameEngine):
         return turn
 
     def _open(self, game_file: str) -> None:
+        check_game_file(game_file)  # before anything else: Jericho ends the process on a file it cannot read
         self._close()
-        self._env = textworld.start(game_file, self._infos, wrappers=self._wrappers)
+        try:
+            self._env = textworld.start(game_file, self._infos, wrappers=self._wrappers)
+        except Exception as error:
+            raise _unplayable(game_file, error) from error
         self._reads_parser_input = not game_file.endswith(".tw-pddl")
 
     def _close(self) -> None:
@@ -274,13 +300,27 @@ class TextWorldEngine(GameEngine):
 
 
 def _as_parser_input(command: str) -> str:
-    """One line for an interpreter's parser.
+    r"""One line for an interpreter's parser.
 
-    Control characters and backslashes (dumb-frotz's escape character) become spaces, and the command is
-    cut, at a character boundary, to the interpreter's input buffer (Jericho fails on a split character).
+    Control characters and backslashes (dumb-frotz's escape character) become spaces, characters UTF-8 cannot
+    encode (lone surrogates) become ``?``, and the command is cut, at a character boundary, to the interpreter's
+    input buffer (Jericho fails on a split character).
+
+    Example:
+        >>> _as_parser_input("go to \ud800\n" + "x" * 300) == "go to ? " + "x" * 190
+        True
     """
     line = "".join(" " if ord(c) < 32 or ord(c) == 127 or c == "\\" else c for c in command)
-    return line.encode("utf-8")[:_PARSER_INPUT_BYTES].decode("utf-8", "ignore")
+    return line.encode("utf-8", "replace")[:_PARSER_INPUT_BYTES].decode("utf-8", "ignore")
+
+
+def _unplayable(game_file: str | None, error: Exception) -> ValueError:
+    """TextWorld's error on a game file, as one message naming the file (and the .json TextWorld reads beside it)."""
+    beside = ""
+    if game_file and game_file.endswith(".z8"):
+        beside = f" (or the TextWorld metadata {os.path.splitext(game_file)[0] + '.json'!r} beside it)"
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return ValueError(f"TextWorld cannot play {game_file!r}{beside}: {type(error).__name__}: {first_line}")
 
 
 def _walkthrough(state: textworld.GameState) -> list[str] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import string
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from prm_gym.envs.engine import EngineSnapshot, GameEngine, GameTurn, TextWorldEngine
+from prm_gym.envs.game_files import game_file_list
 from prm_gym.envs.spaces import GameText
 
 __all__ = [
@@ -31,16 +32,19 @@ __all__ = [
     "TextGameEnv",
 ]
 
-#: Characters of observations and actions: printable ASCII, Latin-1 letters and typographic punctuation,
-#: which covers ALFWorld's grammar and the text of TextWorld's generated games.
+#: Characters ``observation_space.sample()`` draws from: printable ASCII, Latin-1 letters and typographic
+#: punctuation, which covers ALFWorld's grammar and the text of TextWorld's generated games. Observations may hold
+#: any character (any ``str`` is in the space, see :class:`~prm_gym.envs.spaces.GameText`).
 TEXT_CHARSET: str = (
     string.printable + "".join(map(chr, range(0xA0, 0x180))) + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u2022"
 )
-#: Longest observation the observation space admits (ALFWorld's are under 1,000 characters: 866 at most in a sample).
+#: Longest observation ``observation_space.sample()`` draws, and the async vector env's slot size (longer ones go
+#: through a queue); ALFWorld's are under 1,000 characters: 866 at most in a sample.
 MAX_OBSERVATION_LENGTH = 8192
 #: Characters of sampled actions: what a player types (printable ASCII, no control characters).
+#: Any ``str`` is a valid action; see :meth:`TextGameEnv.step` for the rest.
 ACTION_CHARSET: str = string.ascii_letters + string.digits + string.punctuation + " "
-#: Longest command the action space admits (a Z-machine interpreter reads at most 198 bytes).
+#: Longest sampled command (a Z-machine interpreter reads at most 198 bytes; a longer command is cut).
 MAX_ACTION_LENGTH = 198
 
 
@@ -76,6 +80,10 @@ class TextGameEnv(gym.Env[str, str]):
     Reward is the change in the game's score; ``terminated`` when the game is won or lost.
     ``info`` carries ``admissible_commands`` (sorted), ``game_file``, ``won``, ``lost``, ``score``,
     ``invalid_action`` (the command was not admissible) and, on reset, the game's ``walkthrough``.
+    Any string is an action (a game answers the ones it does not understand); an action that is not a
+    string is not sent to the game: it is played as the empty command and flagged ``invalid_action``.
+    A :meth:`reset` that fails on a bad ``options["game"]`` changes nothing; one that fails on a game file
+    that cannot be played leaves the env needing a reset.
 
     :meth:`snapshot` and :meth:`restore` branch an episode from any state (through ``env.unwrapped`` or
     ``env.get_wrapper_attr``). Subclasses pick the games and the engine, add to ``info`` in :meth:`_extra_info`,
@@ -95,19 +103,24 @@ class TextGameEnv(gym.Env[str, str]):
 
     def __init__(
         self,
-        game_files: Sequence[str | os.PathLike[str]],
+        game_files: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
         *,
         shuffle: bool = True,
         render_mode: str | None = None,
         engine: GameEngine | None = None,
     ) -> None:
-        """Create the environment over ``game_files`` (at least one)."""
-        if not game_files:
-            raise ValueError("`game_files` is empty: pass at least one game file.")
+        """Create the environment over ``game_files``: one path, or a list of them (at least one).
+
+        Raises:
+            TypeError: when ``game_files`` is not a path or a list of paths.
+            ValueError: when it is empty, or ``render_mode`` is unknown.
+            FileNotFoundError: naming the game files that do not exist.
+        """
+        paths = game_file_list(game_files)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             modes = self.metadata["render_modes"]
             raise ValueError(f"`render_mode` should be one of {modes}. Received {render_mode!r}.")
-        self.game_files: list[Path] = [Path(p) for p in game_files]
+        self.game_files: list[Path] = paths
         self.shuffle = shuffle
         self.render_mode = render_mode
         self.engine: GameEngine = engine if engine is not None else TextWorldEngine()
@@ -120,29 +133,39 @@ class TextGameEnv(gym.Env[str, str]):
         self._steps = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        """Start a game: the next in order, or ``options["game"]`` (an index into ``game_files`` or a path)."""
+        """Start a game: the next in order, or ``options["game"]`` (an index into ``game_files`` or a path).
+
+        Raises:
+            ValueError: on a bad ``options["game"]`` (the episode goes on as before), or on a game file the
+                engine cannot play (the env then needs a reset).
+            FileNotFoundError: when the game file has gone (the env then needs a reset).
+        """
+        game = (options or {}).get("game")
+        chosen = None if game is None else self._game_of_option(game)  # checked before anything changes
         super().reset(seed=seed)
         if seed is not None:
             self._order, self._cursor = [], 0
-        game_file = self._choose_game((options or {}).get("game"))
+        game_file = chosen if chosen is not None else self._next_game()
+        self._turn = None  # the old episode ends here: a failure below leaves the env needing a reset
         self.engine.load(game_file)
-        self._turn = self.engine.reset()
-        self._invalid_action, self._steps = False, 0
-        return self._turn.feedback, self._reset_info(self._turn)
+        turn = self.engine.reset()
+        self._turn, self._invalid_action, self._steps = turn, False, 0
+        return turn.feedback, self._reset_info(turn)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        """Send a command; an inadmissible one is still sent and flagged with ``info["invalid_action"]``."""
+        """Send a command; an inadmissible one is still sent and flagged with ``info["invalid_action"]``.
+
+        An action that is not a ``str`` (``None``, a number, ``bytes``...) is played as the empty command and
+        flagged the same way, so that a bad action from an agent never kills a vector env's worker.
+        """
         if self._turn is None:
             raise gym.error.ResetNeeded("Call `reset()` before `step()`.")
-        if not isinstance(action, str):
-            raise gym.error.InvalidAction(
-                f"Actions are command strings. Received {action!r} of type {type(action).__name__}."
-            )
+        command = action if isinstance(action, str) else ""
         previous = self._turn
-        self._turn = self.engine.step(action)
+        self._turn = self.engine.step(command)
         self._steps += 1
         reward = self._turn.score - previous.score
-        self._invalid_action = action.strip() not in previous.admissible_commands
+        self._invalid_action = command.strip() not in previous.admissible_commands
         terminated = self._turn.won or self._turn.lost
         return self._turn.feedback, reward, terminated, False, self._info(self._turn, self._invalid_action)
 
@@ -180,6 +203,7 @@ class TextGameEnv(gym.Env[str, str]):
         """
         if not isinstance(snapshot, EnvSnapshot):
             raise TypeError(f"`restore` takes an EnvSnapshot from `snapshot()`. Received {type(snapshot).__name__}.")
+        self._turn = None  # a failure below leaves the env needing a reset
         self.engine.load(snapshot.engine.game_file)
         self._turn = self.engine.restore(snapshot.engine)
         self._invalid_action, self._steps = snapshot.invalid_action, snapshot.steps
@@ -198,14 +222,17 @@ class TextGameEnv(gym.Env[str, str]):
         """Release the game engine."""
         self.engine.close()
 
-    def _choose_game(self, game: int | str | os.PathLike[str] | None) -> Path:
-        if game is None:
-            if self._cursor >= len(self._order):
-                indices = list(range(len(self.game_files)))
-                self._order = [int(i) for i in self.np_random.permutation(indices)] if self.shuffle else indices
-                self._cursor = 0
-            self._cursor += 1
-            return self.game_files[self._order[self._cursor - 1]]
+    def _next_game(self) -> Path:
+        """Return the next game in the (seeded) order, starting a new pass when one ends."""
+        if self._cursor >= len(self._order):
+            indices = list(range(len(self.game_files)))
+            self._order = [int(i) for i in self.np_random.permutation(indices)] if self.shuffle else indices
+            self._cursor = 0
+        self._cursor += 1
+        return self.game_files[self._order[self._cursor - 1]]
+
+    def _game_of_option(self, game: object) -> Path:
+        """Return the game ``options["game"]`` names (an index into ``game_files`` or a path), or raise ValueError."""
         if isinstance(game, (int, np.integer)) and not isinstance(game, bool):
             if not 0 <= game < len(self.game_files):
                 raise ValueError(

@@ -1,12 +1,13 @@
-"""``prm_gym/TextWorld-v0``: any TextWorld game file (``.z8``, ``.ulx``, ``.tw-pddl``) as a Gymnasium env."""
+"""``prm_gym/TextWorld-v0``: any game TextWorld plays (``.z1``-``.z8``, ``.tw-pddl``, ``.json``) as a Gymnasium env."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from prm_gym.envs.engine import GameTurn
+from prm_gym.envs.game_files import game_file_list, game_format
 from prm_gym.envs.text_game_env import TextGameEnv
 
 __all__ = ["TextWorldEnv"]
@@ -18,6 +19,8 @@ class TextWorldEnv(TextGameEnv):
     Rewards are score increments; ``terminated`` when the game is won or lost. ``info`` has the keys of
     :class:`~prm_gym.envs.text_game_env.TextGameEnv` plus ``task`` (the game's objective, "" when it has
     none) and ``max_score``. Commands outside ``admissible_commands`` still reach the game's parser.
+    Game files are checked before the interpreter opens them (a corrupt one raises ``ValueError`` naming it), but
+    TextWorld runs their code and grammars as they are: play only game files you trust.
 
     Example:
         >>> import gymnasium as gym
@@ -31,18 +34,21 @@ class TextWorldEnv(TextGameEnv):
 
     def __init__(
         self,
-        game_files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        game_files: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
         *,
         shuffle: bool = True,
         render_mode: str | None = None,
     ) -> None:
-        """Create the env over one game file or a list of them."""
-        if isinstance(game_files, (str, os.PathLike)):
-            game_files = [game_files]
-        missing = [os.fspath(p) for p in game_files if not os.path.isfile(p)]
-        if missing:
-            raise FileNotFoundError(f"Game files not found: {missing}")
-        super().__init__(game_files, shuffle=shuffle, render_mode=render_mode)
+        """Create the env over one game file or a list of them.
+
+        Raises:
+            FileNotFoundError: naming the game files that do not exist.
+            ValueError: naming a file that is not of a format TextWorld plays (e.g. a Glulx ``.ulx`` game).
+        """
+        paths = game_file_list(game_files)
+        for path in paths:
+            game_format(path)
+        super().__init__(paths, shuffle=shuffle, render_mode=render_mode)
 
     def _extra_info(self, turn: GameTurn) -> dict[str, Any]:
         return {"task": self.engine.objective or "", "max_score": self.engine.max_score}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
@@ -92,14 +92,18 @@ class ALFWorldEnv(TextGameEnv):
         *,
         task_types: Iterable[str | int] | str | int | None = None,
         data_dir: str | os.PathLike[str] | None = None,
-        game_files: Sequence[str | os.PathLike[str]] | None = None,
+        game_files: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
         shuffle: bool = True,
         render_mode: str | None = None,
         backend: str = DEFAULT_BACKEND,
     ) -> None:
         """Create the env over a split's games (``game_files`` instead, when given), filtered by ``task_types``.
 
-        ``backend`` names the engine (:data:`BACKENDS`).
+        ``game_files`` is one path or a list of them; ``backend`` names the engine (:data:`BACKENDS`).
+
+        Raises:
+            TypeError: when ``game_files`` is not a path or a list of paths.
+            FileNotFoundError: naming the game files that do not exist.
         """
         engine = make_engine(backend)
         if game_files is None:
@@ -111,7 +115,6 @@ class ALFWorldEnv(TextGameEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start an ALFWorld game (see :meth:`TextGameEnv.reset`)."""
-        self._task = ""
         obs, info = super().reset(seed=seed, options=options)
         match = _TASK_PATTERN.search(obs)
         self._task = match.group(1).strip() if match else ""
