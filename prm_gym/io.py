@@ -1,17 +1,38 @@
-"""Writing artefacts safely: a file is either its old self or completely new, never half-written."""
+"""Writing artefacts safely: a file is either its old self or completely new, never half-written.
+
+Also reading back what was written (JSON-lines and JSON config files, with errors that name the file and the
+line), and the folder locks that keep two runs from writing to one place at once.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import fcntl
 import json
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_jsonl", "atomic_directory", "atomic_write_bytes", "atomic_write_text", "read_jsonl"]
+__all__ = [
+    "append_jsonl",
+    "atomic_directory",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "config_differences",
+    "lock_folder",
+    "read_json_object",
+    "read_jsonl",
+    "recover_directory",
+]
+
+#: The lock file a run holds in the folder it writes (:func:`lock_folder`).
+FOLDER_LOCK = ".lock"
 
 
 def _usual_permissions(path: str | os.PathLike[str], mode: int) -> None:
@@ -51,11 +72,152 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-@contextmanager
+@contextlib.contextmanager
+def _exclusive_lock(lock_file: Path, busy: str, *, remove: bool = False) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (created if need be) for the block; released if the process dies.
+
+    With ``remove``, the file is deleted at the end (while still locked), so that nothing is left behind; a lock
+    taken on a file that was deleted meanwhile is then taken again on the new file.
+
+    Raises:
+        ValueError: with the message ``busy`` when another process holds it.
+    """
+    while True:
+        lock = open(lock_file, "a")  # closed after the block, below
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise ValueError(busy) from None
+        if not remove or _same_file(lock.fileno(), lock_file):
+            break
+        lock.close()  # its holder deleted it before we had it: lock the file now there
+    try:
+        yield
+    finally:
+        if remove:
+            lock_file.unlink(missing_ok=True)
+        lock.close()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the open file ``fd``."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+@contextlib.contextmanager
+def lock_folder(folder: str | os.PathLike[str], writer: str) -> Iterator[Path]:
+    """Create ``folder`` and hold its lock while writing there: two runs appending to one file would mix their rows.
+
+    Example:
+        >>> import tempfile
+        >>> with lock_folder(Path(tempfile.mkdtemp()) / "run", "evaluation") as folder:
+        ...     with lock_folder(folder, "evaluation"):  # doctest: +ELLIPSIS
+        ...         pass
+        Traceback (most recent call last):
+        ValueError: .../run is being written by another evaluation; wait for it to end, or choose another output_dir.
+
+    Raises:
+        ValueError: when another ``writer`` (any process) holds the lock.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    busy = f"{folder} is being written by another {writer}; wait for it to end, or choose another output_dir."
+    with _exclusive_lock(folder / FOLDER_LOCK, busy):
+        yield folder
+
+
+def _sibling(target: Path, role: str) -> Path:
+    """Return the hidden path beside ``target`` that :func:`atomic_directory` uses for ``role`` (lock, old...)."""
+    return target.parent / f".{target.name}.{role}"
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic rename; return False where the system or file system cannot.
+
+    Linux has ``renameat2(RENAME_EXCHANGE)`` and macOS ``renamex_np(RENAME_SWAP)``: a reader sees one folder or
+    the other at each path, never none.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+            at_fdcwd, rename_exchange = -100, 2
+            libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            status = libc.renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange)
+        elif sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+            rename_swap = 2
+            libc.renamex_np.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
+            status = libc.renamex_np(os.fsencode(first), os.fsencode(second), rename_swap)
+        else:
+            return False
+    except OSError:  # no C library to load
+        return False
+    if status == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), str(second))
+
+
+def _replace_directory(new: Path, target: Path) -> None:
+    """Move the folder ``new`` to ``target``, replacing what is there; the old content is deleted afterwards.
+
+    With an atomic exchange the old folder lands at ``new``'s path (a temporary one, deleted next). Without, the
+    old folder is first renamed to ``.<name>.old`` beside it: a process killed between the two renames leaves no
+    ``target`` but that folder, which :func:`_recover` puts back.
+    """
+    if not target.exists():
+        os.replace(new, target)
+    elif _exchange(new, target):
+        shutil.rmtree(new)
+    else:
+        old = _sibling(target, "old")
+        os.replace(target, old)
+        try:
+            os.replace(new, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        shutil.rmtree(old)
+
+
+def _recover(target: Path) -> None:
+    """Undo what a killed :func:`atomic_directory` left beside ``target`` (its lock must be held).
+
+    Its temporary folders are deleted; a ``.<name>.old`` folder is the previous ``target``: it is put back when
+    ``target`` is missing (killed between the two renames), else deleted (killed before deleting it).
+    """
+    prefix = _sibling(target, "tmp-").name
+    for stray in target.parent.glob(f"{prefix}*"):
+        if "." not in stray.name[len(prefix):]:  # not a longer name's folder: mkdtemp's suffix has no dot
+            shutil.rmtree(stray, ignore_errors=True)
+    old = _sibling(target, "old")
+    if old.is_dir():
+        if target.exists():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, target)
+
+
+def recover_directory(target: str | os.PathLike[str]) -> None:
+    """Undo what a killed :func:`atomic_directory` left beside ``target``, unless one is writing it right now."""
+    target = Path(target)
+    if target.parent.is_dir():
+        with contextlib.suppress(ValueError), _exclusive_lock(_sibling(target, "lock"), "busy", remove=True):
+            _recover(target)
+
+
+@contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary folder beside ``target`` that replaces ``target`` when the block succeeds.
 
-    A reader sees the old folder or the complete new one; a failing block leaves ``target`` as it was.
+    A reader sees the old folder or the complete new one; a failing block leaves ``target`` as it was, and so
+    does a killed process: the next call cleans up after it. The lock ``.<name>.lock`` beside ``target``, held
+    (and removed) while the block runs, keeps two processes from writing it at once.
 
     Example:
         >>> import tempfile
@@ -64,23 +226,23 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
         ...     _ = (tmp / "weights.safetensors").write_bytes(b"...")
         >>> sorted(p.name for p in target.iterdir())
         ['weights.safetensors']
+
+    Raises:
+        ValueError: when another process is writing ``target``.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield tmp
-        _usual_permissions(tmp, 0o777)
-        if target.exists():
-            old = tmp.with_suffix(".old")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    busy = f"{target} is being written by another process; wait for it to end."
+    with _exclusive_lock(_sibling(target, "lock"), busy, remove=True):
+        _recover(target)
+        tmp = Path(tempfile.mkdtemp(prefix=_sibling(target, "tmp-").name, dir=target.parent))
+        try:
+            yield tmp
+            _usual_permissions(tmp, 0o777)
+            _replace_directory(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def append_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:
@@ -93,19 +255,22 @@ def append_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]
 
 
 def read_jsonl(path: str | os.PathLike[str], *, repair: bool = False) -> list[dict[str, Any]]:
-    """Read a JSON-lines file; with ``repair``, cut off a last line left incomplete by an interrupted write.
+    r"""Read a JSON-lines file; with ``repair``, cut off a last line left incomplete by an interrupted write.
+
+    Lines end at ``\n`` only: :func:`append_jsonl` writes U+2028 and the other Unicode line separators as they
+    are (``ensure_ascii=False``), inside JSON strings, where they belong to the line.
 
     Example:
         >>> import tempfile
         >>> path = Path(tempfile.mkdtemp()) / "rows.jsonl"
-        >>> append_jsonl(path, [{"a": 1}, {"a": 2}])
+        >>> append_jsonl(path, [{"a": 1}, {"a": "x\u2028y"}])
         >>> _ = open(path, "a").write('{"a": ')  # a write cut short
         >>> read_jsonl(path, repair=True), path.read_text().count(chr(10))
-        ([{'a': 1}, {'a': 2}], 2)
+        ([{'a': 1}, {'a': 'x\u2028y'}], 2)
 
     Raises:
-        ValueError: a line other than an incomplete last one is not a JSON object (the file is not ours, or
-            was damaged), or the last line is incomplete and ``repair`` is off.
+        ValueError: a line other than an incomplete last one is not UTF-8 or not a JSON object (the file is not
+            ours, or was damaged), or the last line is incomplete and ``repair`` is off.
     """
     path = Path(path)
     raw = path.read_bytes()
@@ -116,12 +281,68 @@ def read_jsonl(path: str | os.PathLike[str], *, repair: bool = False) -> list[di
         with open(path, "r+b") as f:
             f.truncate(len(complete) + 1 if complete or raw.startswith(b"\n") else 0)
     rows = []
-    for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(complete.split(b"\n") if complete else [], start=1):
         try:
-            row = json.loads(line)
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"Line {number} of {path} is not UTF-8 text (byte {error.start + 1}): the file was damaged."
+            ) from None
         except json.JSONDecodeError as error:
             raise ValueError(f"Line {number} of {path} is not valid JSON ({error.msg}).") from None
         if not isinstance(row, dict):
             raise ValueError(f"Line {number} of {path} is not a JSON object.")
         rows.append(row)
     return rows
+
+
+def read_json_object(path: str | os.PathLike[str], remedy: str = "") -> dict[str, Any]:
+    """Read a JSON file holding an object (a run's ``config.json``...), with one clear error if it is damaged.
+
+    Args:
+        path: The file.
+        remedy: What the user can do about a damaged file, appended to the error.
+
+    Raises:
+        FileNotFoundError: when it does not exist.
+        ValueError: when it is not UTF-8, not JSON, or not a JSON object (the file is named).
+    """
+    path = Path(path)
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        problem = f"is not UTF-8 text (byte {error.start + 1})"
+    except json.JSONDecodeError as error:
+        problem = f"is not valid JSON ({error.msg}, line {error.lineno})"
+    else:
+        if isinstance(value, dict):
+            return value
+        problem = f"holds a JSON {type(value).__name__}, not an object"
+    raise ValueError(f"{path} {problem}: it was damaged or not written by prm-gym. {remedy}".rstrip())
+
+
+def config_differences(
+    recorded: Mapping[str, Any], current: Mapping[str, Any], *, ignored: Collection[str] = (), prefix: str = ""
+) -> list[str]:
+    """Name the settings of ``current`` that ``recorded`` has otherwise, as ``"name: old there, new here"``.
+
+    Nested settings are compared one by one (``hf.temperature``); names in ``ignored`` (dotted for nested ones)
+    are skipped; a setting ``recorded`` lacks counts as ``None``.
+    Values are compared as JSON would store them (a tuple equals a list).
+
+    Example:
+        >>> config_differences({"seed": 0, "hf": {"top_p": 1.0}, "device": "cpu"},
+        ...                    {"seed": 1, "hf": {"top_p": 0.9}, "device": "cuda"}, ignored={"device"})
+        ['seed: 0 there, 1 here', 'hf.top_p: 1.0 there, 0.9 here']
+    """
+    differences = []
+    for name, value in json.loads(json.dumps(current)).items():
+        dotted = prefix + name
+        if dotted in ignored:
+            continue
+        old = recorded.get(name)
+        if isinstance(old, dict) and isinstance(value, dict):
+            differences += config_differences(old, value, ignored=ignored, prefix=dotted + ".")
+        elif old != value:
+            differences.append(f"{dotted}: {old!r} there, {value!r} here")
+    return differences

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tqdm.auto import tqdm
 
 import prm_gym
-from prm_gym.io import atomic_write_text, read_jsonl
+from prm_gym.io import atomic_write_text, read_json_object, read_jsonl
 from prm_gym.prm.context import Context
 
 if TYPE_CHECKING:
@@ -352,13 +352,9 @@ def load_targets_config(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: when it does not exist.
-        ValueError: when it is not valid JSON.
+        ValueError: when it is not a JSON object (damaged): the file is named.
     """
     file = Path(path) / CONFIG_FILE
     if not file.is_file():
         raise FileNotFoundError(f"No targets at {path}: {file} does not exist (`prm-gym targets` writes it).")
-    try:
-        recorded: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{file} is not valid JSON ({error.msg}).") from None
-    return recorded
+    return read_json_object(file, "Compute the targets again with `prm-gym targets`.")

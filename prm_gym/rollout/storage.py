@@ -24,17 +24,17 @@ ones are played. :func:`load_rollouts` refuses such a partial write rather than 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import prm_gym
-from prm_gym.io import append_jsonl, atomic_write_text, read_jsonl
+import prm_gym.io
+from prm_gym.io import append_jsonl, atomic_write_text, config_differences, read_json_object, read_jsonl
 from prm_gym.prm.context import Context
 
 __all__ = ["Episode", "Step", "load_rollouts", "load_rollouts_config"]
@@ -160,29 +160,19 @@ def load_rollouts_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = Path(path) / CONFIG_FILE
     if not file.is_file():
         raise FileNotFoundError(f"No rollouts at {path}: {file} does not exist (`prm-gym collect` writes it).")
-    try:
-        recorded = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{file} is not valid JSON ({error.msg}).") from None
-    if not isinstance(recorded, dict) or not isinstance(recorded.get("collect"), dict):
+    recorded = read_json_object(file, "Collect into a new output_dir.")
+    if not isinstance(recorded.get("collect"), dict):
         raise ValueError(f"{file} is not a rollouts config: it lacks the `collect` settings.")
     return recorded
 
 
-@contextlib.contextmanager
-def lock_folder(folder: Path) -> Iterator[None]:
+def lock_folder(folder: Path) -> contextlib.AbstractContextManager[Path]:
     """Create ``folder`` and hold its lock while writing there: two collections appending would mix their rows.
 
     Raises:
         ValueError: when another collection holds the lock.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"{folder} is being written by another collection; wait for it to end.") from None
-        yield
+    return prm_gym.io.lock_folder(folder, "collection")
 
 
 def prepare_folder(folder: Path, settings: dict[str, Any], agent: str, *, ignored: Collection[str]) -> set[str]:
@@ -202,12 +192,7 @@ def prepare_folder(folder: Path, settings: dict[str, Any], agent: str, *, ignore
     file = folder / ROLLOUTS_FILE
     if (folder / CONFIG_FILE).exists():
         recorded = load_rollouts_config(folder)
-        ours = json.loads(json.dumps(identity))
-        differences = [
-            f"{name}: {recorded['collect'].get(name)!r} there, {value!r} here"
-            for name, value in ours["collect"].items()
-            if name not in ignored and recorded["collect"].get(name) != value
-        ]
+        differences = config_differences(recorded["collect"], settings, ignored=ignored)
         if recorded.get("agent") != agent:
             differences.append(f"agent: {recorded.get('agent')!r} there, {agent!r} here")
         if differences:
