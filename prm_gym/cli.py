@@ -20,7 +20,13 @@ from typing import Any, Literal
 
 import tyro
 
-from prm_gym.envs.alfworld.data import ALFWORLD_RELEASE_URL, DataNotFoundError, list_games, prepare_data
+from prm_gym.envs.alfworld.data import (
+    ALFWORLD_RELEASE_URL,
+    SPLITS,
+    DataNotFoundError,
+    list_games,
+    prepare_data,
+)
 from prm_gym.evaluation import EvalConfig, agent_for, evaluate, format_table, make_agent, summarize
 from prm_gym.prm.targets import TargetsConfig, compute_targets, save_targets
 from prm_gym.prm.train_config import TrainPRMConfig
@@ -45,11 +51,11 @@ class DataConfig:
 
 
 def run_data(config: DataConfig) -> None:
-    """Unpack or download the games and say how many each split has."""
+    """Unpack or download the games and say how many each split there has."""
     target = prepare_data(
         config.archive, data_dir=config.data_dir, url=config.url, sha256=config.sha256, force=config.force
     )
-    splits = ("train", "valid_seen", "valid_unseen", "valid_train")
+    splits = [split for split in SPLITS if (target / "json_2.1.1" / split).is_dir()]
     counts = ", ".join(f"{split} {len(list_games(split, data_dir=target))}" for split in splits)
     print(f"ALFWorld games in {target}: {counts}")
 
