@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +36,19 @@ def alfworld_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
         del os.environ["ALFWORLD_DATA"]
     else:
         os.environ["ALFWORLD_DATA"] = previous
+
+
+@pytest.fixture(scope="session")
+def generated_game(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small TextWorld game (``quest.z8`` and its ``quest.json``), made offline by TextWorld's ``tw-make``."""
+    tw_make = shutil.which("tw-make") or str(Path(sys.executable).parent / "tw-make")
+    game = tmp_path_factory.mktemp("tw") / "quest.z8"
+    subprocess.run(
+        [tw_make, "custom", "--world-size", "3", "--nb-objects", "6", "--quest-length", "3", "--seed", "7",
+         "--output", str(game), "--silent"],
+        check=True,
+    )
+    return game
 
 
 def tiny_llama(model_class: str, seed: int = 0, dtype=None, **config):

@@ -9,18 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import prm_gym  # noqa: F401  (registers the environments)
 
-
-@pytest.fixture(scope="session")
-def generated_game(tmp_path_factory) -> Path:
-    """A game made by TextWorld's own generator (tw-make compiles it offline with the Inform 7 in its wheel)."""
-    tw_make = shutil.which("tw-make") or str(Path(sys.executable).parent / "tw-make")
-    game = tmp_path_factory.mktemp("tw") / "quest.z8"
-    subprocess.run(
-        [tw_make, "custom", "--world-size", "3", "--nb-objects", "6", "--quest-length", "3", "--seed", "7",
-         "--output", str(game), "--silent"],
-        check=True,
-    )
-    return game
+# `generated_game` (a small game made by TextWorld's generator) comes from conftest.py.
 
 
 def test_walkthrough_wins_with_score_rewards(generated_game):
