@@ -3,13 +3,17 @@
 The one loading path of :class:`~prm_gym.prm.model.ProcessRewardModel` and :class:`~prm_gym.agents.HFAgent`.
 :func:`resolve_source` turns what the user passed into something ``from_pretrained`` reads: a local directory
 (GGUF files are dequantised once into safetensors in a cache folder, so later loads are fast and never unpickle
-anything) or a hub id. :func:`load_pretrained` calls ``from_pretrained`` on it and turns an unreachable hub into
-an error that says what to pass instead. :func:`token_batches` groups inputs by a padded-token budget.
+anything) or a hub id. :func:`load_pretrained` calls ``from_pretrained`` on it and turns what goes wrong into
+one error that says what to do: an unreachable hub (pass a local path), or a local file that cannot be read (a
+corrupt ``config.json``, a truncated ``.safetensors`` or ``.gguf`` file: the error names it, and says to
+download it again or, for a converted GGUF in the cache, to delete that folder). :func:`token_batches` groups
+inputs by a padded-token budget.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -19,7 +23,8 @@ from typing import Any
 
 try:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError("Loading language models needs the `llm` extra: pip install 'prm-gym[llm]'") from err
 
@@ -37,6 +42,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+#: The file in a converted-GGUF cache folder that names the GGUF file it came from.
+CONVERTED_FROM = "prm_gym_gguf_source.json"
 
 
 def default_cache_dir() -> Path:
@@ -89,15 +97,22 @@ def resolve_source(
 
 
 def load_pretrained(auto_class: Any, source: str, **kwargs: Any) -> Any:
-    """Return ``auto_class.from_pretrained(source, **kwargs)``; a hub id that cannot be fetched says what to do.
+    """Return ``auto_class.from_pretrained(source, **kwargs)``; what goes wrong is said in one line with a remedy.
 
     Raises:
         OSError: when ``source`` is a hub id the hub cannot provide (offline, or no such model).
+        ValueError: when ``source`` is a local directory whose files cannot be read (the message names the file
+            to blame, a corrupt ``config.json`` or a damaged ``.safetensors`` file, and what to do).
+        ImportError: when transformers needs a package that is not installed.
     """
     try:
         return auto_class.from_pretrained(source, **kwargs)
-    except OSError as err:
+    except ImportError:
+        raise
+    except Exception as err:
         if Path(source).exists():
+            raise ValueError(_unreadable_model(Path(source), auto_class, err)) from err
+        if not isinstance(err, OSError):
             raise
         raise OSError(
             f"{source!r} is neither a local directory nor a .gguf file, and the Hugging Face hub could not "
@@ -152,11 +167,68 @@ def _converted_gguf(gguf: Path, cache_dir: Path, dtype: torch.dtype) -> Path:
     if (target / "config.json").is_file():
         return target
     logger.info("Converting %s to safetensors in %s (once per machine).", gguf, target)
-    model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    try:
+        model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except ImportError:
+        raise
+    except Exception as err:
+        raise ValueError(
+            f"Cannot read the GGUF file {str(gguf)!r} ({_first_line(err)}): it is truncated or corrupt, or holds a "
+            "model transformers cannot convert. Download it again (or convert the model again)."
+        ) from err
     model.hf_quantizer = None  # the weights are dequantised; without this transformers refuses to save them
     del model.config.quantization_config
+    # Written beside the cache and renamed into place: an interrupted conversion leaves no half-written folder.
     with atomic_directory(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        (tmp / CONVERTED_FROM).write_text(json.dumps({"gguf": str(gguf.resolve())}) + "\n", encoding="utf-8")
     return target
+
+
+def _unreadable_model(folder: Path, auto_class: Any, err: Exception) -> str:
+    """Return one line saying which file of ``folder`` could not be loaded (``err``), and what to do about it."""
+    # Tokenizers read config.json too; only models read the weights.
+    if "Tokenizer" in getattr(auto_class, "__name__", ""):
+        culprit = _damaged_config(folder) or f"the tokenizer files in {str(folder)!r}"
+    else:
+        culprit = _damaged_config(folder) or _damaged_weights(folder) or f"the model in {str(folder)!r}"
+    converted = folder / CONVERTED_FROM
+    if converted.is_file():
+        remedy = (
+            f"{str(folder)!r} is prm_gym's conversion of a GGUF file: delete that folder and it is converted again "
+            "on the next load."
+        )
+    else:
+        remedy = "Download or save the model again."
+    return f"Cannot load {culprit} ({_first_line(err)}). {remedy}"
+
+
+def _damaged_config(folder: Path) -> str | None:
+    """Return ``folder``'s ``config.json``, quoted, when it cannot be read as a model config; else ``None``."""
+    try:
+        AutoConfig.from_pretrained(folder)
+    except Exception:  # noqa: BLE001 - any failure here (missing, not JSON, bad values) blames config.json
+        return repr(str(folder / "config.json"))
+    return None
+
+
+def _damaged_weights(folder: Path) -> str | None:
+    """Return ``folder``'s first ``.safetensors`` file, quoted, whose header does not fit the file; else ``None``."""
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(weights, "pt"):  # reads and checks the header against the file's size
+                pass
+        except Exception:  # noqa: BLE001 - any failure here blames this file
+            return repr(str(weights))
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    """Return ``err`` as ``Type: first line of its message``, at most 300 characters."""
+    kind = type(err).__name__
+    kind = f"{type(err).__module__}.{kind}" if kind.islower() else kind  # struct.error, not a bare "error"
+    lines = str(err).strip().splitlines()
+    text = f"{kind}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -288,8 +288,8 @@ def _read_settings(path: Path) -> tuple[PromptConfig | None, int | None]:
         settings = json.loads(path.read_text(encoding="utf-8"))
         prompt = settings.get("prompt_config")
         return (PromptConfig(**prompt) if prompt is not None else None), settings.get("max_batch_tokens")
-    except (json.JSONDecodeError, TypeError, AttributeError) as err:
-        raise ValueError(f"Unreadable model settings {str(path)!r}: {err}.") from err
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, AttributeError) as err:
+        raise ValueError(f"Unreadable model settings {str(path)!r}: {err}. Save the model again.") from err
 
 
 def _with_lora(model: Any, lora: LoraSettings | LoraConfig) -> Any:
