@@ -5,7 +5,8 @@ number of actions, overall and per task type (Pick, Clean, Heat, Cool, Look, Pic
 Games are played in consecutive groups of ``batch_size``, each game in its own env, in lockstep: every turn is
 one :meth:`Agent.decide` call over the unfinished games of the group, so an LLM agent batches its generation
 across games. With an output folder, each finished group's episodes are appended to ``episodes.jsonl`` (one
-write), so an interrupted evaluation resumes at the first unfinished group; the end writes ``results.json``
+write), so an interrupted evaluation resumes at the first unfinished group (a moved folder, another ``device``
+or ``data_dir`` spelling still resume; other settings are refused, by name); the end writes ``results.json``
 (the config, the table) and ``success.png`` (a bar chart). Game ``i``'s env is reset with seed ``seed + i``
 and the agent with the seed of its group's first game, so results do not depend on which groups were played
 before, and a resumed run gives the same table as an uninterrupted one (with ``batch_size=1``, game ``i`` is
@@ -14,6 +15,7 @@ played with seed ``seed + i``, env and agent, one game at a time).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -30,7 +32,15 @@ from prm_gym.agents import Agent, BestOfNAgent, Decision, ExpertAgent, RandomAge
 from prm_gym.agents.hf_config import HFAgentConfig
 from prm_gym.envs.alfworld.env import DEFAULT_BACKEND
 from prm_gym.envs.alfworld.tasks import TASK_TYPES
-from prm_gym.io import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl
+from prm_gym.io import (
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_text,
+    config_differences,
+    lock_folder,
+    read_json_object,
+    read_jsonl,
+)
 from prm_gym.prm.base import RewardModel
 from prm_gym.prm.context import Context
 from prm_gym.rollout.monte_carlo import MonteCarloConfig, MonteCarloRewardModel
@@ -156,7 +166,8 @@ def _model_name(reward_model: str) -> str:
 def evaluate(agent: Agent, config: EvalConfig, *, progress: bool = True) -> list[EpisodeResult]:
     """Play every selected game once with ``agent`` and return one result per game, in game order.
 
-    With ``config.output_dir``, groups whose episodes are all in its ``episodes.jsonl`` are not played again.
+    With ``config.output_dir``, groups whose episodes are all in its ``episodes.jsonl`` are not played again, and
+    the folder is locked while the evaluation writes there.
 
     Example:
         >>> results = evaluate(WalkthroughAgent(), EvalConfig(split="tiny", batch_size=3), progress=False)
@@ -164,19 +175,31 @@ def evaluate(agent: Agent, config: EvalConfig, *, progress: bool = True) -> list
         (True, 6)
 
     Raises:
-        ValueError: ``config.batch_size`` is below 1, or the output folder holds an evaluation made with another
-            config or agent.
+        ValueError: ``config.batch_size`` or ``config.num_games`` is below 1, or the output folder holds an
+            evaluation made with another config, agent or games, or another evaluation is writing there.
     """
     if config.batch_size < 1:
         raise ValueError(f"`batch_size` should be at least 1. Received {config.batch_size}.")
+    if config.num_games is not None and config.num_games < 1:
+        raise ValueError(f"`num_games` should be at least 1 (or unset for all games). Received {config.num_games}.")
     output = Path(config.output_dir) if config.output_dir is not None else None
+    with contextlib.ExitStack() as stack:
+        if output is not None:
+            stack.enter_context(lock_folder(output, "evaluation"))
+        results = _evaluate(agent, config, output, progress)
+        if output is not None:
+            _write_results(output, config, agent.name, results)
+    return results
+
+
+def _evaluate(agent: Agent, config: EvalConfig, output: Path | None, progress: bool) -> list[EpisodeResult]:
+    """Play the games :func:`evaluate` is asked for, resuming from ``output`` and appending to it."""
     envs = [_make_env(config)]
     results: list[EpisodeResult] = []
     try:
-        num_games = len(envs[0].unwrapped.game_files)  # type: ignore[attr-defined]
-        if config.num_games is not None:
-            num_games = min(num_games, config.num_games)
-        finished = _resume(output, config, agent.name) if output is not None else {}
+        games: list[Path] = envs[0].unwrapped.game_files  # type: ignore[attr-defined]
+        num_games = len(games) if config.num_games is None else min(len(games), config.num_games)
+        finished = _resume(output, config, agent.name, games) if output is not None else {}
         envs += [_make_env(config) for _ in range(min(config.batch_size, num_games) - 1)]
         with tqdm(total=num_games, desc=f"{agent.name} on {config.split}", disable=not progress) as bar:
             for first in range(0, num_games, config.batch_size):
@@ -192,8 +215,6 @@ def evaluate(agent: Agent, config: EvalConfig, *, progress: bool = True) -> list
     finally:
         for env in envs:
             env.close()
-    if output is not None:
-        _write_results(output, config, agent.name, results)
     return results
 
 
@@ -260,30 +281,60 @@ def _play_group(envs: Sequence[gym.Env[str, str]], agent: Agent, indices: range,
     return [game.result() for game in games]
 
 
-def _resume(output: Path, config: EvalConfig, agent_name: str) -> dict[int, EpisodeResult]:
-    """Check that ``output`` holds this evaluation (or nothing yet) and return the episodes it finished."""
-    identity = {"agent": agent_name, "config": dataclasses.asdict(config)}
-    config_file = output / CONFIG_FILE
+#: EvalConfig fields that do not change the results (where they are written, where the model runs, and where
+#: the games are read from: the games themselves are compared one by one): a folder resumes whatever they are.
+_EXECUTION_FIELDS = ("output_dir", "device", "data_dir")
+
+
+def _resume(output: Path, config: EvalConfig, agent_name: str, games: Sequence[Path]) -> dict[int, EpisodeResult]:
+    """Check that ``output`` holds this evaluation (or nothing yet) and return the episodes it finished.
+
+    Raises:
+        ValueError: the folder's ``config.json`` is damaged or names other settings (each one is named with both
+            values), or its episodes were played on other games or are damaged.
+    """
+    config_file, episodes = output / CONFIG_FILE, output / EPISODES_FILE
+    remedy = "Evaluate into a new output_dir."
     if config_file.exists():
-        recorded = json.loads(config_file.read_text(encoding="utf-8"))
+        recorded = read_json_object(config_file, remedy)
+        if not isinstance(recorded.get("config"), dict):
+            raise ValueError(f"{config_file} is not an evaluation's config: it lacks `config`. {remedy}")
         # Fields added since the folder was written (batch_size) take their defaults, which play as before did.
-        recorded["config"] = {**dataclasses.asdict(EvalConfig()), **recorded["config"]}
-        if json.loads(json.dumps(recorded)) != json.loads(json.dumps(identity)):
+        settings = {**dataclasses.asdict(EvalConfig()), **recorded["config"]}
+        differences = config_differences(settings, dataclasses.asdict(config), ignored=_EXECUTION_FIELDS)
+        names = (recorded.get("agent"), agent_name)
+        if names[0] != names[1] and names != (settings["agent"], config.agent):  # not said by `agent` already
+            differences.insert(0, f"agent name: {names[0]!r} there, {names[1]!r} here")
+        if differences:
             raise ValueError(
-                f"{output} holds an evaluation with another config or agent ({recorded}); choose another output_dir."
+                f"{output} holds an evaluation of another config ({'; '.join(differences)}): choose another "
+                "output_dir, or the same settings to resume it."
             )
+    elif episodes.exists():
+        raise ValueError(f"{episodes} exists without {CONFIG_FILE}: it was not written by `evaluate`. {remedy}")
     else:
+        identity = {"agent": agent_name, "config": dataclasses.asdict(config)}
         atomic_write_text(config_file, json.dumps(identity, indent=2) + "\n")
-    episodes = output / EPISODES_FILE
     if not episodes.exists():
         return {}
     fields = {f.name for f in dataclasses.fields(EpisodeResult)}
     finished = {}
-    for row in read_jsonl(episodes, repair=True):
+    for number, row in enumerate(read_jsonl(episodes, repair=True), start=1):
         if set(row) != fields:
-            raise ValueError(f"{episodes} has rows with fields {sorted(row)}; expected {sorted(fields)}.")
-        finished[row["index"]] = EpisodeResult(**row)
+            raise ValueError(f"Line {number} of {episodes} has the fields {sorted(row)}; expected {sorted(fields)}.")
+        result = EpisodeResult(**row)
+        if result.index < len(games) and _game_key(result.game_file) != _game_key(games[result.index]):
+            raise ValueError(
+                f"Line {number} of {episodes} played game {result.index} on {result.game_file}, but that game is "
+                f"{games[result.index]} here: the games differ. {remedy}"
+            )
+        finished[result.index] = result
     return finished
+
+
+def _game_key(game_file: str | Path) -> tuple[str, ...]:
+    """Name a game independently of where the data folder is: its task folder, trial and file."""
+    return Path(game_file).parts[-3:]
 
 
 def _write_results(output: Path, config: EvalConfig, agent_name: str, results: Sequence[EpisodeResult]) -> None:
