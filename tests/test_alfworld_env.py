@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import gymnasium as gym
@@ -230,3 +231,17 @@ def test_async_and_sync_vector_envs_agree(alfworld_data_dir):
         return out
 
     assert run("sync") == run("async")
+
+
+def test_a_game_outside_alfworlds_folder_layout_plays_with_an_empty_task_type(tmp_path):
+    game = tmp_path / "my_game.tw-pddl"
+    shutil.copy(list_games("tiny", task_types="look")[0], game)
+    _, info = ALFWorldEnv(game_files=game).reset(seed=0)
+    assert info["task_type"] == "" and info["task"] and info["walkthrough"]
+
+
+def test_files_that_are_not_alfworld_games_are_refused_at_construction(tmp_path):
+    story = tmp_path / "quest.z8"
+    story.write_bytes(b"\x08" * 64)
+    with pytest.raises(ValueError, match="quest.z8.*TextWorld-v0"):
+        ALFWorldEnv(game_files=[list_games("tiny")[0], story])

@@ -14,6 +14,7 @@ from prm_gym.envs.alfworld.data import list_games
 from prm_gym.envs.alfworld.fast import FastALFWorldEngine
 from prm_gym.envs.alfworld.tasks import task_type_of_game_dir
 from prm_gym.envs.engine import GameEngine, GameTurn, TextWorldEngine
+from prm_gym.envs.game_files import game_file_list
 from prm_gym.envs.text_game_env import TextGameEnv
 
 __all__ = ["ALFWorldEnv", "BACKENDS", "DEFAULT_BACKEND", "make_engine"]
@@ -59,7 +60,11 @@ class ALFWorldEnv(TextGameEnv):
     ``max_episode_steps`` is 30 (the AgentPRM paper's cap); ``gym.make(..., max_episode_steps=N)`` changes it.
 
     Besides :class:`~prm_gym.envs.text_game_env.TextGameEnv`'s keys, ``info`` has ``task`` (the goal
-    sentence) and ``task_type`` (ALFWorld's name, e.g. ``"pick_clean_then_place_in_recep"``).
+    sentence) and ``task_type`` (ALFWorld's name, e.g. ``"pick_clean_then_place_in_recep"``, read from the game's
+    folder name; ``""`` for a game kept outside ALFWorld's folder layout).
+
+    ``backend="textworld"`` plays games with TextWorld's own engine, which evaluates a grammar's ``{expressions}``
+    with Python's ``eval``: it trusts its game files (a crafted one runs code). The fast engine never calls ``eval``.
 
     Example:
         >>> import gymnasium as gym
@@ -104,10 +109,17 @@ class ALFWorldEnv(TextGameEnv):
         Raises:
             TypeError: when ``game_files`` is not a path or a list of paths.
             FileNotFoundError: naming the game files that do not exist.
+            ValueError: naming a game file that is not an ALFWorld ``.tw-pddl`` game.
         """
         engine = make_engine(backend)
         if game_files is None:
             game_files = list_games(split, data_dir=data_dir, task_types=task_types)
+        game_files = game_file_list(game_files)
+        others = [str(path) for path in game_files if path.suffix != ".tw-pddl"]
+        if others:
+            raise ValueError(
+                f"ALFWorld-v0 plays ALFWorld's .tw-pddl games; play {others[0]!r} with prm_gym/TextWorld-v0 instead."
+            )
         self.split = split
         self.backend = backend
         super().__init__(game_files, shuffle=shuffle, render_mode=render_mode, engine=engine)
@@ -128,5 +140,12 @@ class ALFWorldEnv(TextGameEnv):
         (self._task,) = state
 
     def _extra_info(self, turn: GameTurn) -> dict[str, Any]:
-        game_dir = os.path.basename(os.path.dirname(os.path.dirname(str(self.engine.game_file))))
-        return {"task": self._task, "task_type": task_type_of_game_dir(game_dir).name}
+        return {"task": self._task, "task_type": _task_type_name(str(self.engine.game_file))}
+
+
+def _task_type_name(game_file: str) -> str:
+    """Return the task type ALFWorld's folder layout gives a game (``<task_type>-.../<trial>/game.tw-pddl``), or ""."""
+    try:
+        return task_type_of_game_dir(os.path.basename(os.path.dirname(os.path.dirname(game_file)))).name
+    except ValueError:
+        return ""
