@@ -124,3 +124,14 @@ def test_the_hf_agent_says_when_only_a_longer_context_helps(mode: str):
     with pytest.raises(ValueError, match="even without its history.*longer context") as error:
         policy.decide([game(turns=3, observation="You see a desk, " * 60)])
     assert "max_prompt_tokens" not in str(error.value)
+
+
+def test_the_hf_agent_suggests_fewer_new_tokens_when_that_is_what_fits():
+    policy = agent("generate", max_position_embeddings=POSITIONS)
+    policy.config.max_new_tokens = POSITIONS - 10
+    state = game(turns=0)
+    with pytest.raises(ValueError, match=r"lower `max_new_tokens` \(now 310\) to at most \d+") as e:
+        policy.decide([state])
+    policy.config.max_new_tokens = int(re.search(r"to at most (\d+)", str(e.value)).group(1))
+    (decision,) = policy.decide([state])  # the suggestion works
+    assert decision.action in state.admissible_commands

@@ -161,7 +161,8 @@ class HFAgent(Agent):
     # Generate mode.
 
     def _generated(self, states: list[Context], n: int, temperature: float) -> list[list[Decision]]:
-        prompts = [self._prompt_ids(state, reserve=self.config.max_new_tokens) for state in states]
+        reserve = self.config.max_new_tokens
+        prompts = [self._prompt_ids(state, reserve, reserved_by="`max_new_tokens`") for state in states]
         answers: list[list[Decision]] = [[] for _ in states]
         lengths = [len(ids) + self.config.max_new_tokens for ids in prompts]
         for rows in token_batches(lengths, max(1, self.config.max_batch_tokens // n)):
@@ -284,14 +285,17 @@ class HFAgent(Agent):
 
     # Shared.
 
-    def _prompt_ids(self, state: Context, reserve: int = 0) -> list[int]:
+    def _prompt_ids(self, state: Context, reserve: int = 0, reserved_by: str | None = None) -> list[int]:
         """Return the tokens of ``state`` rendered as a prompt for the assistant's turn.
 
         Raises:
-            ValueError: when the prompt and ``reserve`` answer tokens do not fit in the model's positions.
+            ValueError: when the prompt and ``reserve`` answer tokens (set by ``reserved_by``) do not fit in the
+                model's positions.
         """
-        positions = max_positions(self.model)
-        (ids,) = encode_contexts([state], self.tokenizer, self.config.prompt, positions=positions, reserve=reserve)
+        positions, prompt = max_positions(self.model), self.config.prompt
+        (ids,) = encode_contexts(
+            [state], self.tokenizer, prompt, positions=positions, reserve=reserve, reserved_by=reserved_by
+        )
         return ids
 
 

@@ -175,6 +175,7 @@ def encode_contexts(
     *,
     positions: int | None = None,
     reserve: int = 0,
+    reserved_by: str | None = None,
 ) -> list[list[int]]:
     """Return each context rendered by :func:`render_text` as model input ids, checked to fit the model.
 
@@ -186,6 +187,7 @@ def encode_contexts(
         config: How to render; default :class:`PromptConfig`'s.
         positions: The model's positions (``max_position_embeddings``); ``None`` checks nothing.
         reserve: Positions each row must leave free after its input (the tokens a policy will generate or score).
+        reserved_by: The setting that ``reserve`` comes from (``"`max_new_tokens`"``), when the user can lower it.
 
     Raises:
         ValueError: when a row does not fit; the message says whether a smaller ``max_prompt_tokens`` would make
@@ -199,7 +201,8 @@ def encode_contexts(
     ]
     for i, row in enumerate(ids):
         if positions is not None and len(row) + reserve > positions:
-            raise ValueError(_too_long(f"contexts[{i}]", contexts[i], len(row), tokenizer, config, positions, reserve))
+            fit = _Fit(tokenizer, config, positions, reserve, reserved_by)
+            raise ValueError(_too_long(f"contexts[{i}]", contexts[i], len(row), fit))
     return ids
 
 
@@ -213,16 +216,32 @@ def _render(context: Context, tokenizer: Tokenizer, config: PromptConfig, drop_t
     return plain + ("\n\nAssistant:" if generation else "")
 
 
-def _too_long(
-    name: str, context: Context, length: int, tokenizer: Tokenizer, config: PromptConfig, positions: int, reserve: int
-) -> str:
-    """Return why ``context`` (``length`` input tokens) does not fit, and the one remedy that would help."""
+@dataclass(frozen=True)
+class _Fit:
+    """What a row of model input must fit: the model's positions less a reserve, rendered with a config."""
+
+    tokenizer: Tokenizer
+    config: PromptConfig
+    positions: int
+    reserve: int
+    reserved_by: str | None
+
+
+def _too_long(name: str, context: Context, length: int, fit: _Fit) -> str:
+    """Return why ``context`` (``length`` input tokens) does not fit, and the remedies that would help."""
+    tokenizer, config, positions, reserve = fit.tokenizer, fit.config, fit.positions, fit.reserve
     special = not tokenizer.chat_template
     room = positions - reserve
     where = f"the model's {positions} positions" + (f" less {reserve} for the answer" if reserve else "")
     bare = _render(context, tokenizer, config, len(context.history))
     shortest = len(encode_text(tokenizer, bare, add_special_tokens=special))
     if shortest > room:
+        if fit.reserved_by and shortest < positions:
+            return (
+                f"{name} is {shortest} tokens even without its history, more than {where}: lower {fit.reserved_by} "
+                f"(now {reserve}) to at most {positions - shortest}, use a model with a longer context, or shorten "
+                "the observations."
+            )
         parts = "system prompt, task, current observation"
         parts += (
             " with its admissible commands" if config.show_admissible_commands and context.admissible_commands else ""
