@@ -4,6 +4,7 @@ import copy
 import dataclasses
 
 import gymnasium as gym
+import pytest
 from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
 
 import prm_gym  # noqa: F401  (registers the environments)
@@ -88,8 +89,10 @@ def make_echo_env() -> TextGameEnv:
     return TextGameEnv(list_games("tiny"), engine=EchoEngine())
 
 
-def test_async_vector_env_returns_any_observation_exactly():
-    envs = gym.vector.AsyncVectorEnv([make_echo_env, make_echo_env])
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("context", [None, "spawn"])  # spawn: the slots are pickled into fresh processes
+def test_async_vector_env_returns_any_observation_exactly(context):
+    envs = gym.vector.AsyncVectorEnv([make_echo_env, make_echo_env], context=context)
     try:
         envs.reset(seed=0)
         for text in EXOTIC_TEXTS:
