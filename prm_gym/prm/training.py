@@ -264,6 +264,7 @@ def train_prm(config: TrainPRMConfig) -> Path:
         ValueError: the targets are empty or malformed, or give no training item.
     """
     rows = load_targets(config.targets)
+    source = load_targets_config(config.targets)  # read now: a damaged file must not wait for the end of training
     device = resolve_device(config.device)
     prm = ProcessRewardModel.from_pretrained(
         config.model,
@@ -292,7 +293,7 @@ def train_prm(config: TrainPRMConfig) -> Path:
     trainer.train()
     metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
     target = prm.save_pretrained(Path(config.output_dir) / "model")
-    record = {"train_prm": dataclasses.asdict(config), "targets": load_targets_config(config.targets),
+    record = {"train_prm": dataclasses.asdict(config), "targets": source,
               "metrics": metrics, "log_history": trainer.state.log_history}
     atomic_write_text(target / "training.json", json.dumps(record, indent=2, default=str) + "\n")
     return target
