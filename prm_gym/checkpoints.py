@@ -189,19 +189,17 @@ def _converted_gguf(gguf: Path, cache_dir: Path, dtype: torch.dtype) -> Path:
 
 def _unreadable_model(folder: Path, auto_class: Any, err: Exception) -> str:
     """Return one line saying which file of ``folder`` could not be loaded (``err``), and what to do about it."""
+    tokenizer = "Tokenizer" in getattr(auto_class, "__name__", "")
     # Tokenizers read config.json too; only models read the weights.
-    if "Tokenizer" in getattr(auto_class, "__name__", ""):
-        culprit = _damaged_config(folder) or f"the tokenizer files in {str(folder)!r}"
-    else:
-        culprit = _damaged_config(folder) or _damaged_weights(folder) or f"the model in {str(folder)!r}"
-    converted = folder / CONVERTED_FROM
-    if converted.is_file():
+    damaged = _damaged_config(folder) or (None if tokenizer else _damaged_weights(folder))
+    if (folder / CONVERTED_FROM).is_file():  # our own cache: deleting it is always safe
         remedy = (
             f"{str(folder)!r} is prm_gym's conversion of a GGUF file: delete that folder and it is converted again "
             "on the next load."
         )
     else:
-        remedy = "Download or save the model again."
+        remedy = "Download or save the model again." if damaged else "If its files are damaged, download it again."
+    culprit = damaged or f"the {'tokenizer' if tokenizer else 'model'} in {str(folder)!r}"
     return f"Cannot load {culprit} ({_first_line(err)}). {remedy}"
 
 

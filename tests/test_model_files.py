@@ -91,6 +91,14 @@ def test_a_damaged_model_folder_is_named_in_one_line(saved, tmp_path, capsys, ag
 
 
 @pytest.mark.parametrize("agent", AGENTS)
+def test_a_damaged_tokenizer_is_one_line_too(saved, tmp_path, capsys, agent):
+    folder = copy_of(saved, tmp_path)
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "model": {', encoding="utf-8")
+    error = cli_error(capsys, agent, folder)
+    assert f"Cannot load the tokenizer in {str(folder)!r}" in error and "download it again" in error
+
+
+@pytest.mark.parametrize("agent", AGENTS)
 @pytest.mark.parametrize("size", [1_000, 3_000_000])  # cut in the header, then in the tensors
 def test_a_truncated_gguf_file_is_named_and_leaves_no_cache(tmp_path, cache, capsys, agent, size):
     if not SHARED_GGUF.is_file():
