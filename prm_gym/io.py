@@ -73,11 +73,14 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 @contextlib.contextmanager
-def _exclusive_lock(lock_file: Path, busy: str, *, remove: bool = False) -> Iterator[None]:
+def _exclusive_lock(lock_file: Path, busy: str | None, *, remove: bool = False) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``lock_file`` (created if need be) for the block; released if the process dies.
 
-    With ``remove``, the file is deleted at the end (while still locked), so that nothing is left behind; a lock
-    taken on a file that was deleted meanwhile is then taken again on the new file.
+    Args:
+        lock_file: The file to lock.
+        busy: The error when another process holds it; ``None`` waits for it instead.
+        remove: Delete the file at the end (while still locked), so that nothing is left behind; a lock taken on
+            a file that was deleted meanwhile is then taken again on the new file.
 
     Raises:
         ValueError: with the message ``busy`` when another process holds it.
@@ -85,7 +88,7 @@ def _exclusive_lock(lock_file: Path, busy: str, *, remove: bool = False) -> Iter
     while True:
         lock = open(lock_file, "a")  # closed after the block, below
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX if busy is None else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.close()
             raise ValueError(busy) from None
@@ -216,8 +219,8 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary folder beside ``target`` that replaces ``target`` when the block succeeds.
 
     A reader sees the old folder or the complete new one; a failing block leaves ``target`` as it was, and so
-    does a killed process: the next call cleans up after it. The lock ``.<name>.lock`` beside ``target``, held
-    (and removed) while the block runs, keeps two processes from writing it at once.
+    does a killed process: the next call cleans up after it. Two processes writing ``target`` take turns: the
+    lock ``.<name>.lock`` beside it is held (and removed) while the block runs, and a second waits for it.
 
     Example:
         >>> import tempfile
@@ -226,14 +229,10 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
         ...     _ = (tmp / "weights.safetensors").write_bytes(b"...")
         >>> sorted(p.name for p in target.iterdir())
         ['weights.safetensors']
-
-    Raises:
-        ValueError: when another process is writing ``target``.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    busy = f"{target} is being written by another process; wait for it to end."
-    with _exclusive_lock(_sibling(target, "lock"), busy, remove=True):
+    with _exclusive_lock(_sibling(target, "lock"), None, remove=True):
         _recover(target)
         tmp = Path(tempfile.mkdtemp(prefix=_sibling(target, "tmp-").name, dir=target.parent))
         try:

@@ -1,11 +1,13 @@
 """prm_gym.io: files the project writes always read back, and a killed writer never loses the old folder."""
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -81,11 +83,30 @@ def test_atomic_directory_replaces_a_folder_and_leaves_only_its_lock(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
-def test_atomic_directory_refuses_a_second_writer_of_the_same_target(tmp_path):
-    with atomic_directory(tmp_path / "data"):
-        with pytest.raises(ValueError, match="data is being written by another process"):
-            with atomic_directory(tmp_path / "data"):
-                pass
+def test_a_second_writer_of_the_same_target_waits_for_the_first(tmp_path, monkeypatch):
+    import prm_gym.io as io
+
+    target, trying, flock = tmp_path / "data", threading.Event(), fcntl.flock
+
+    def flock_then_say_so(fd, operation):
+        if threading.current_thread() is not threading.main_thread():
+            trying.set()
+        return flock(fd, operation)
+
+    def second_writer():
+        with atomic_directory(target) as tmp:
+            (tmp / "file.txt").write_text("second")
+
+    monkeypatch.setattr(io.fcntl, "flock", flock_then_say_so)
+    thread = threading.Thread(target=second_writer)
+    with atomic_directory(target) as tmp:
+        (tmp / "file.txt").write_text("first")
+        thread.start()
+        trying.wait()
+        assert [p.name for p in tmp_path.glob(".data.tmp-*")] == [tmp.name]  # the second waits: no folder of its own
+    thread.join()
+    assert (target / "file.txt").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 def _run_killed(code: str) -> None:
