@@ -203,7 +203,7 @@ def prepare_data(
 
     Raises:
         DataNotFoundError: the archive does not exist, the download failed, or it holds no ``json_2.1.1/``.
-        ValueError: the archive is damaged, unsafe, not the one expected, or another process is writing the folder.
+        ValueError: the archive is damaged, unsafe or not the one expected (one line naming it).
     """
     target = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if archive is not None:
