@@ -138,7 +138,8 @@ def test_non_string_actions_are_inadmissible_commands(backend):
     env = ALFWorldEnv("tiny", task_types="look", backend=backend)
     _, start = env.reset(seed=0)
     for action in [None, 3, b"look", ["look"], 2.5]:
-        obs, reward, terminated, truncated, info = env.step(action)  # type: ignore[arg-type]
+        with pytest.warns(UserWarning, match="Actions are command strings"):
+            obs, reward, terminated, truncated, info = env.step(action)  # type: ignore[arg-type]
         assert (obs, reward, terminated, info["invalid_action"]) == ("Nothing happens.", 0.0, False, True)
         assert info["admissible_commands"] == start["admissible_commands"]
     for command in start["walkthrough"]:

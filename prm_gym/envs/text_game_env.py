@@ -161,6 +161,8 @@ class TextGameEnv(gym.Env[str, str]):
         if self._turn is None:
             raise gym.error.ResetNeeded("Call `reset()` before `step()`.")
         command = action if isinstance(action, str) else ""
+        if not isinstance(action, str):
+            gym.logger.warn(f"Actions are command strings; {action!r} ({type(action).__name__}) is played as ''.")
         previous = self._turn
         self._turn = self.engine.step(command)
         self._steps += 1
