@@ -3,8 +3,13 @@
 :class:`MonteCarloRewardModel` scores a context by playing it: it brings its own env to the context's state
 (the game named by ``context.game_file``, then the history's actions), sends the proposed action and runs
 ``num_rollouts`` episodes of a rollout policy from the state that follows, branching with the env's state
-snapshots. The score is the mean discounted outcome, normalised to [0, 1] the way Monte-Carlo training
-targets are (:mod:`prm_gym.prm.targets`), so it is an unbiased stand-in for a trained PRM, and a baseline.
+snapshots (:meth:`~prm_gym.envs.text_game_env.TextGameEnv.snapshot` / ``restore``). Any game a
+:class:`~prm_gym.envs.text_game_env.TextGameEnv` plays can be scored: by default ALFWorld's ``.tw-pddl`` games
+are played by :class:`~prm_gym.envs.alfworld.env.ALFWorldEnv` and other TextWorld games (``.z1``-``.z8``,
+``.json``) by :class:`~prm_gym.envs.textworld_env.TextWorldEnv` (:func:`default_env_factory`), whose engine
+restores a state by replaying its commands: slower, same estimates. The score is the mean discounted outcome,
+normalised to [0, 1] the way Monte-Carlo training targets are (:mod:`prm_gym.prm.targets`), so it is an unbiased
+stand-in for a trained PRM, and a baseline.
 States it has reached are remembered (by state key) so that scoring several actions at one state, or the
 next state of the same episode, does not replay the history again.
 """
@@ -14,17 +19,43 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from prm_gym.agents import Agent, RandomAgent
-from prm_gym.envs.alfworld.env import ALFWorldEnv
-from prm_gym.envs.text_game_env import EnvSnapshot
+from prm_gym.envs.game_files import game_format
 from prm_gym.prm.context import Context
 from prm_gym.prm.targets import TargetsConfig, normalised_q, step_return
 
-__all__ = ["MonteCarloConfig", "MonteCarloRewardModel"]
+if TYPE_CHECKING:
+    from prm_gym.envs.text_game_env import EnvSnapshot, TextGameEnv
+
+__all__ = ["EnvFactory", "MonteCarloConfig", "MonteCarloRewardModel", "default_env_factory"]
+
+#: Builds the estimator's env from a game file: an env that plays that game and every other game of its format
+#: (:func:`~prm_gym.envs.game_files.game_format`), each reset naming its game.
+EnvFactory = Callable[[str], "TextGameEnv"]
+
+
+def default_env_factory(game_file: str, **alfworld_kwargs: Any) -> TextGameEnv:
+    """Return an env that plays ``game_file``: ALFWorld's env for ``.tw-pddl`` games, TextWorld's for the others.
+
+    ``alfworld_kwargs`` are options of :class:`~prm_gym.envs.alfworld.env.ALFWorldEnv` (``backend``, say); they
+    do not concern other games, whose :class:`~prm_gym.envs.textworld_env.TextWorldEnv` has no option that
+    matters to an estimator. The envs are imported here, on first use, so that importing the estimator loads no
+    game engine.
+
+    Raises:
+        ValueError: when ``game_file`` is not of a format TextWorld plays.
+    """
+    if game_format(game_file) == "tw-pddl":
+        from prm_gym.envs.alfworld.env import ALFWorldEnv
+
+        return ALFWorldEnv(game_files=[game_file], **alfworld_kwargs)
+    from prm_gym.envs.textworld_env import TextWorldEnv
+
+    return TextWorldEnv(game_files=[game_file])
 
 
 @dataclass
@@ -41,7 +72,8 @@ class MonteCarloConfig:
     seed: int = 0
     #: States kept reachable without replay (their snapshots), least recently used dropped first.
     cache_size: int = 4096
-    #: Keyword arguments of the estimator's own env (:class:`~prm_gym.envs.alfworld.env.ALFWorldEnv`).
+    #: Options of the ALFWorld env the default env factory plays ``.tw-pddl`` games with (such as
+    #: ``{"backend": "textworld"}``); see :func:`default_env_factory`. Empty when an ``env_factory`` is given.
     env_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -55,7 +87,9 @@ class MonteCarloConfig:
 class MonteCarloRewardModel:
     """Q(s, a) by rollouts from the state after ``a``: a :class:`~prm_gym.prm.base.RewardModel` with no training.
 
-    Contexts must carry their ``game_file`` (contexts built by :meth:`Context.from_reset` do).
+    Contexts must carry their ``game_file`` (contexts built by :meth:`Context.from_reset` do). The estimator keeps
+    one env per game format, made by ``env_factory(game_file)`` when a game of that format first comes (default:
+    :func:`default_env_factory` with the config's ``env_kwargs``), so contexts of ALFWorld and TextWorld games mix.
 
     Example:
         >>> import gymnasium as gym, prm_gym
@@ -69,12 +103,28 @@ class MonteCarloRewardModel:
     """
 
     def __init__(
-        self, config: MonteCarloConfig | None = None, policy_factory: Callable[[int], Agent] | None = None
+        self,
+        config: MonteCarloConfig | None = None,
+        policy_factory: Callable[[int], Agent] | None = None,
+        env_factory: EnvFactory | None = None,
     ) -> None:
-        """Create the estimator; ``policy_factory(seed)`` builds the rollout policy (default: uniform random)."""
+        """Create the estimator; ``policy_factory(seed)`` builds the rollout policy (default: uniform random).
+
+        ``env_factory(game_file)`` builds the env that plays a game (see :data:`EnvFactory`; default:
+        :func:`default_env_factory` with ``config.env_kwargs``).
+
+        Raises:
+            ValueError: when both an ``env_factory`` and ``config.env_kwargs`` are given (the factory decides).
+        """
         self.config = config or MonteCarloConfig()
+        if env_factory is not None and self.config.env_kwargs:
+            raise ValueError("Give either an `env_factory` or the config's `env_kwargs` (of the default factory).")
         self._policy_factory = policy_factory or (lambda seed: RandomAgent(seed=seed))
-        self._env: ALFWorldEnv | None = None
+        alfworld_kwargs = dict(self.config.env_kwargs)
+        self._env_factory: EnvFactory = env_factory or (lambda game: default_env_factory(game, **alfworld_kwargs))
+        #: The estimator's envs, by game format; ``_env`` is the one that played last.
+        self._envs: dict[str, TextGameEnv] = {}
+        self._env: TextGameEnv | None = None
         #: Reached states: cache key -> (env snapshot, steps taken since the game's start).
         self._snapshots: OrderedDict[str, tuple[EnvSnapshot, int]] = OrderedDict()
 
@@ -83,10 +133,11 @@ class MonteCarloRewardModel:
         return [self._estimate(context) for context in contexts]
 
     def close(self) -> None:
-        """Release the estimator's env and forget the states it kept."""
-        if self._env is not None:
-            self._env.close()
-            self._env = None
+        """Release the estimator's envs and forget the states it kept."""
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+        self._env = None
         self._snapshots.clear()
 
     def _estimate(self, context: Context) -> float:
@@ -103,7 +154,7 @@ class MonteCarloRewardModel:
             returns = [self._rollout(env, snapshot, after, steps, seed) for seed in self._seeds(context)]
         return normalised_q(float(np.mean(returns)), self.config.targets)
 
-    def _rollout(self, env: ALFWorldEnv, start: EnvSnapshot, context: Context, steps: int, seed: int) -> float:
+    def _rollout(self, env: TextGameEnv, start: EnvSnapshot, context: Context, steps: int, seed: int) -> float:
         """Play the rollout policy from ``start`` (``context``, ``steps`` actions in) to the end; return its return.
 
         The policy decides on the episode's whole context, history included, as it would have in the episode.
@@ -123,7 +174,7 @@ class MonteCarloRewardModel:
                 break
         return step_return(won, played, self.config.targets, t=steps - 1)
 
-    def _reach(self, context: Context) -> ALFWorldEnv:
+    def _reach(self, context: Context) -> TextGameEnv:
         """Put the estimator's env in the context's state: from the nearest remembered state, else from reset."""
         if not context.game_file:
             raise ValueError("The Monte-Carlo estimator needs the context's `game_file` to play it.")
@@ -168,9 +219,12 @@ class MonteCarloRewardModel:
         base = int(context.key[:8], 16) ^ self.config.seed
         return [base + k for k in range(self.config.num_rollouts)]
 
-    def _environment(self, game_file: str) -> ALFWorldEnv:
-        if self._env is None:  # any game: each reset names the game it plays
-            self._env = ALFWorldEnv(game_files=[game_file], **self.config.env_kwargs)
+    def _environment(self, game_file: str) -> TextGameEnv:
+        """Return (and make current) the env of ``game_file``'s format, built on the format's first game."""
+        kind = game_format(game_file)
+        if kind not in self._envs:  # any game of the format: each reset names the game it plays
+            self._envs[kind] = self._env_factory(game_file)
+        self._env = self._envs[kind]
         return self._env
 
 
