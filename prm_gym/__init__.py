@@ -6,11 +6,21 @@ Importing the package registers the environments::
     import prm_gym
 
     env = gym.make("prm_gym/ALFWorld-v0", split="valid_unseen")
+
+Registration is by entry-point strings and the env classes (``prm_gym.ALFWorldEnv``, ``TextWorldEnv``,
+``TextGameEnv``) are imported on first use (PEP 562), so that ``import prm_gym`` (and ``prm_gym.prm``, for a
+:class:`~prm_gym.prm.context.Context`) loads no game engine (TextWorld, ALFWorld) and no torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from gymnasium.envs.registration import register, registry
 
-from prm_gym.envs import ALFWorldEnv, TextGameEnv, TextWorldEnv
+if TYPE_CHECKING:
+    from prm_gym.envs import ALFWorldEnv, TextGameEnv, TextWorldEnv
 
 __version__ = "0.1.0"
 __all__ = ["ALFWorldEnv", "TextGameEnv", "TextWorldEnv", "__version__"]
@@ -25,3 +35,10 @@ _ENVIRONMENTS = {
 for _env_id, (_entry_point, _max_steps) in _ENVIRONMENTS.items():
     if _env_id not in registry:
         register(id=_env_id, entry_point=_entry_point, max_episode_steps=_max_steps)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the env classes on first use: they load the game engines."""
+    if name in {"ALFWorldEnv", "TextGameEnv", "TextWorldEnv"}:
+        return getattr(importlib.import_module("prm_gym.envs"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
