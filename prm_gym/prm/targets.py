@@ -27,7 +27,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from tqdm.auto import tqdm
 
@@ -35,12 +35,11 @@ import prm_gym
 from prm_gym.io import atomic_write_text, read_json_object, read_jsonl
 from prm_gym.prm.context import Context
 
-if TYPE_CHECKING:
-    from prm_gym.rollout.storage import Episode
-
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "EpisodeRecord",
+    "StepRecord",
     "TargetRow",
     "TargetsConfig",
     "compute_targets",
@@ -92,6 +91,38 @@ class TargetsConfig:
             )
         if self.min_visits < 1:
             raise ValueError(f"`min_visits` should be at least 1. Received {self.min_visits}.")
+
+
+class StepRecord(Protocol):
+    """What targets read of a played step: the context its action was taken in (action proposed)."""
+
+    @property
+    def context(self) -> Context:
+        """The state and the action taken in it."""
+        ...
+
+
+class EpisodeRecord(Protocol):
+    """What targets read of a played episode (:class:`prm_gym.rollout.Episode` is one): its id, steps, outcome.
+
+    A protocol rather than the rollouts' class, so that the targets depend on the data they read, not on the
+    package that collects and stores it.
+    """
+
+    @property
+    def episode_id(self) -> str:
+        """The episode's name, for error messages."""
+        ...
+
+    @property
+    def steps(self) -> Sequence[StepRecord]:
+        """Its steps, in order."""
+        ...
+
+    @property
+    def won(self) -> bool:
+        """Whether it was won."""
+        ...
 
 
 def step_return(won: bool, steps_to_end: int, config: TargetsConfig, t: int | None = None) -> float:
@@ -212,12 +243,13 @@ class TargetRow:
 
 
 def compute_targets(
-    episodes: Iterable[Episode], config: TargetsConfig | None = None, *, progress: bool = False
+    episodes: Iterable[EpisodeRecord], config: TargetsConfig | None = None, *, progress: bool = False
 ) -> list[TargetRow]:
     """Return the Monte-Carlo Q target of every (state, action) of ``episodes``, in order of first visit.
 
     Args:
-        episodes: Rollouts (:func:`prm_gym.rollout.load_rollouts`); each step's context has its action.
+        episodes: Rollouts (:func:`prm_gym.rollout.load_rollouts`, or any :class:`EpisodeRecord`); each step's
+            context has its action.
         config: Discount, outcomes and ``min_visits`` (the paper's defaults when omitted).
         progress: Show a progress bar over episodes.
 
