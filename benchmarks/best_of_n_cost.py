@@ -61,7 +61,8 @@ class TimedRewardModel:
 
 def walkthrough_states(split: str, games: int, states: int, max_episode_steps: int, seed: int) -> list[Context]:
     """Return ``states`` evenly spaced states along the walkthroughs of ``games`` seeded games, in order."""
-    env = gym.make("prm_gym/ALFWorld-v0", split=split, shuffle=False, max_episode_steps=max_episode_steps)
+    env = gym.make("prm_gym/ALFWorld-v0", split=split, shuffle=False, max_episode_steps=max_episode_steps,
+                   privileged=("walkthrough",))
     num_games = len(env.unwrapped.game_files)  # type: ignore[attr-defined]
     found = []
     for game in sorted(random.Random(seed).sample(range(num_games), min(games, num_games))):

@@ -39,7 +39,7 @@ def rollouts(
     Returns the time spent in rollouts, the time spent walking the expert trajectories (resets, snapshots,
     advancing), and each rollout's outcome, by (game, t, rollout).
     """
-    env = ALFWorldEnv(game_files=games, backend=backend, shuffle=False)
+    env = ALFWorldEnv(game_files=games, backend=backend, shuffle=False, privileged=("walkthrough",))
     outcomes: dict[tuple[int, int, int], tuple[bool, int]] = {}
     in_rollouts = 0.0
     start = clock()

@@ -24,7 +24,7 @@ from prm_gym.prm import Context, ProcessRewardModel
 
 
 def walkthrough_contexts(split: str, games: int, candidates: int, seed: int) -> list[Context]:
-    env = gym.make("prm_gym/ALFWorld-v0", split=split, shuffle=False)
+    env = gym.make("prm_gym/ALFWorld-v0", split=split, shuffle=False, privileged=("walkthrough",))
     rng = random.Random(seed)
     contexts = []
     for game in range(games):

@@ -194,13 +194,13 @@ def evaluate(agent: Agent, config: EvalConfig, *, progress: bool = True) -> list
 
 def _evaluate(agent: Agent, config: EvalConfig, output: Path | None, progress: bool) -> list[EpisodeResult]:
     """Play the games :func:`evaluate` is asked for, resuming from ``output`` and appending to it."""
-    envs = [_make_env(config)]
+    envs = [_make_env(config, agent.privileged)]
     results: list[EpisodeResult] = []
     try:
         games: list[Path] = envs[0].unwrapped.game_files  # type: ignore[attr-defined]
         num_games = len(games) if config.num_games is None else min(len(games), config.num_games)
         finished = _resume(output, config, agent.name, games) if output is not None else {}
-        envs += [_make_env(config) for _ in range(min(config.batch_size, num_games) - 1)]
+        envs += [_make_env(config, agent.privileged) for _ in range(min(config.batch_size, num_games) - 1)]
         with tqdm(total=num_games, desc=f"{agent.name} on {config.split}", disable=not progress) as bar:
             for first in range(0, num_games, config.batch_size):
                 indices = range(first, min(first + config.batch_size, num_games))
@@ -218,8 +218,11 @@ def _evaluate(agent: Agent, config: EvalConfig, output: Path | None, progress: b
     return results
 
 
-def _make_env(config: EvalConfig) -> gym.Env[str, str]:
-    """Make the env of one game of a group (each game of a group has its own, to be played in lockstep)."""
+def _make_env(config: EvalConfig, privileged: Sequence[str] = ()) -> gym.Env[str, str]:
+    """Make the env of one game of a group (each game of a group has its own, to be played in lockstep).
+
+    ``privileged`` is what the agent asks of ``info`` (:attr:`~prm_gym.agents.base.Agent.privileged`).
+    """
     return gym.make(
         "prm_gym/ALFWorld-v0",
         split=config.split,
@@ -227,6 +230,7 @@ def _make_env(config: EvalConfig) -> gym.Env[str, str]:
         data_dir=config.data_dir,
         max_episode_steps=config.max_episode_steps,
         backend=config.backend,
+        privileged=tuple(privileged),
     )
 
 

@@ -21,7 +21,7 @@ class Reasoning(Agent):
 
 @pytest.fixture(scope="module")
 def env():
-    env = gym.make("prm_gym/ALFWorld-v0", split="tiny", max_episode_steps=30)
+    env = gym.make("prm_gym/ALFWorld-v0", split="tiny", max_episode_steps=30, privileged=("walkthrough",))
     yield env
     env.close()
 

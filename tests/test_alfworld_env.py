@@ -12,7 +12,7 @@ from prm_gym.envs.alfworld import ALFWorldEnv, list_games
 
 @pytest.fixture(scope="module")
 def env(alfworld_data_dir):
-    env = gym.make("prm_gym/ALFWorld-v0", split="valid_unseen")
+    env = gym.make("prm_gym/ALFWorld-v0", split="valid_unseen", privileged=("walkthrough",))
     yield env
     env.close()
 
@@ -135,7 +135,7 @@ def test_step_before_reset_raises():
 
 @pytest.mark.parametrize("backend", ["fast", "textworld"])
 def test_non_string_actions_are_inadmissible_commands(backend):
-    env = ALFWorldEnv("tiny", task_types="look", backend=backend)
+    env = ALFWorldEnv("tiny", task_types="look", backend=backend, privileged=("walkthrough",))
     _, start = env.reset(seed=0)
     for action in [None, 3, b"look", ["look"], 2.5]:
         with pytest.warns(UserWarning, match="Actions are command strings"):
@@ -166,7 +166,7 @@ def test_bad_game_files_are_named():
 
 
 def test_a_reset_with_a_bad_game_option_leaves_the_episode_as_it_was():
-    env = ALFWorldEnv("tiny", task_types="look", shuffle=False)
+    env = ALFWorldEnv("tiny", task_types="look", shuffle=False, privileged=("walkthrough",))
     _, info = env.reset(seed=0)
     for bad in [99, "no/such/game.tw-pddl", 1.5]:
         with pytest.raises(ValueError, match="options"):
@@ -181,7 +181,7 @@ def test_a_reset_on_a_broken_game_file_names_it_and_needs_a_reset(tmp_path, back
     good = list_games("tiny", task_types="look")[0]
     broken = tmp_path / "game.tw-pddl"
     broken.write_text(good.read_text()[:5000])
-    env = ALFWorldEnv(game_files=[good, broken], shuffle=False, backend=backend)
+    env = ALFWorldEnv(game_files=[good, broken], shuffle=False, backend=backend, privileged=("walkthrough",))
     env.reset(seed=0)
     with pytest.raises(ValueError, match="game.tw-pddl"):
         env.reset(options={"game": 1})
@@ -237,7 +237,7 @@ def test_async_and_sync_vector_envs_agree(alfworld_data_dir):
 def test_a_game_outside_alfworlds_folder_layout_plays_with_an_empty_task_type(tmp_path):
     game = tmp_path / "my_game.tw-pddl"
     shutil.copy(list_games("tiny", task_types="look")[0], game)
-    _, info = ALFWorldEnv(game_files=game).reset(seed=0)
+    _, info = ALFWorldEnv(game_files=game, privileged=("walkthrough",)).reset(seed=0)
     assert info["task_type"] == "" and info["task"] and info["walkthrough"]
 
 

@@ -9,7 +9,7 @@ from prm_gym.prm import Context
 
 @pytest.fixture(scope="module")
 def walkthrough_contexts():
-    env = gym.make("prm_gym/ALFWorld-v0", split="tiny")
+    env = gym.make("prm_gym/ALFWorld-v0", split="tiny", privileged=("walkthrough",))
     obs, info = env.reset(options={"game": 0})
     context, contexts = Context.from_reset(obs, info), []
     for command in info["walkthrough"]:

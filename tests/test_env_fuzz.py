@@ -61,7 +61,7 @@ def test_garbage_actions_break_nothing_and_the_game_still_wins(game, mode, reque
     if env_id == "prm_gym/TextWorld-v0":
         kwargs = {"game_files": str(request.getfixturevalue("generated_game"))}
     extra_keys = {"task_type"} if env_id == "prm_gym/ALFWorld-v0" else {"max_score"}
-    envs = gym.make_vec(env_id, num_envs=2, vectorization_mode=mode, **kwargs)
+    envs = gym.make_vec(env_id, num_envs=2, vectorization_mode=mode, privileged=("walkthrough",), **kwargs)
     try:
         obs, infos = envs.reset(seed=0)
         check_step(envs, obs, infos, extra_keys | {"walkthrough"})

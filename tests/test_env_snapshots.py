@@ -40,13 +40,13 @@ def test_branch_play_restore_replay_gives_the_same_steps(backend):
     branch = play(env, rng, 8, info)
     restored_obs, restored_info = env.restore(snapshot)
     assert restored_obs == obs
-    assert restored_info == {**info, "walkthrough": env.engine.walkthrough}
+    assert restored_info == info and "walkthrough" not in info  # privileged: not asked for
     assert replay(env, branch) == branch
     assert env.restore(snapshot)[0] == obs and replay(env, branch) == branch
 
 
 def test_restore_takes_the_env_back_to_another_game_and_its_task():
-    env = ALFWorldEnv("tiny", backend="fast", shuffle=False)
+    env = ALFWorldEnv("tiny", backend="fast", shuffle=False, privileged=("walkthrough",))
     _, info = env.reset(options={"game": 0})
     env.step(info["walkthrough"][0])
     snapshot = env.snapshot()
@@ -73,7 +73,7 @@ def test_snapshots_are_immutable_and_survive_pickling():
 
 def test_async_vector_env_branches_every_sub_env_from_one_snapshot(alfworld_data_dir):
     game = list_games("tiny", task_types="pick_heat")[0]
-    single = ALFWorldEnv(game_files=[game], backend="fast")
+    single = ALFWorldEnv(game_files=[game], backend="fast", privileged=("walkthrough",))
     _, info = single.reset()
     single.step(info["walkthrough"][0])
     envs = gym.make_vec("prm_gym/ALFWorld-v0", num_envs=3, vectorization_mode="async", split="tiny", backend="fast")
@@ -120,7 +120,7 @@ def test_backend_must_be_known():
 
 def test_backends_play_the_same_episode():
     def episode(backend):
-        env = gym.make("prm_gym/ALFWorld-v0", split="tiny", backend=backend)
+        env = gym.make("prm_gym/ALFWorld-v0", split="tiny", backend=backend, privileged=("walkthrough",))
         out = [env.reset(seed=4)]
         for command in out[0][1]["walkthrough"] + ["look"]:
             out.append(env.step(command))

@@ -11,7 +11,7 @@ from prm_gym.prm import Context
 
 
 def test_make_agent_builds_the_named_reference_agents():
-    env = gym.make("prm_gym/ALFWorld-v0", split="tiny")
+    env = gym.make("prm_gym/ALFWorld-v0", split="tiny", privileged=("walkthrough",))
     obs, info = env.reset(seed=0)
     env.close()
     states = [Context.from_reset(obs, info)] * 20
@@ -129,7 +129,8 @@ def test_lockstep_groups_of_3_win_every_tiny_game_with_the_reference_agents(name
 def play_one_at_a_time(agent, config):
     """Return (game file, won, actions) per game as before lockstep groups: ``agent.act``, one game at a time,
     game ``i``'s env and the agent reset with seed ``config.seed + i``."""
-    env = gym.make("prm_gym/ALFWorld-v0", split=config.split, max_episode_steps=config.max_episode_steps)
+    env = gym.make("prm_gym/ALFWorld-v0", split=config.split, max_episode_steps=config.max_episode_steps,
+                   privileged=agent.privileged)
     played = []
     for index in range(len(env.unwrapped.game_files)):
         obs, info = env.reset(seed=config.seed + index, options={"game": index})

@@ -43,7 +43,7 @@ def assert_played_admissibly(results, cap: int) -> None:
     """No tiny game can be won within ``cap`` steps (their walkthroughs take 4 to 8), so each episode must run to
     the cap; replayed in its game, every action must be admissible where it was sent."""
     assert [(r.won, r.steps) for r in results] == [(False, cap)] * len(results)
-    env = gym.make("prm_gym/ALFWorld-v0", split="tiny")
+    env = gym.make("prm_gym/ALFWorld-v0", split="tiny", privileged=("walkthrough",))
     for result in results:
         _, info = env.reset(options={"game": result.index})
         assert info["game_file"] == result.game_file and len(info["walkthrough"]) > cap

@@ -40,7 +40,7 @@ def play_walkthrough(env, seed):
 
 @pytest.fixture
 def tiny_env():
-    env = gym.make("prm_gym/ALFWorld-v0", split="tiny")
+    env = gym.make("prm_gym/ALFWorld-v0", split="tiny", privileged=("walkthrough",))
     yield env
     env.close()
 
@@ -88,11 +88,16 @@ def test_vector_wrapper_equals_single_wrappers_across_autoresets(autoreset):
     vector_model, single_model = HashScorer(), HashScorer()
     config = ProcessRewardConfig(mode="shaped", gamma=0.95)
     envs = VectorProcessRewardWrapper(
-        gym.make_vec("prm_gym/ALFWorld-v0", num_envs=2, split="tiny", vector_kwargs={"autoreset_mode": autoreset}),
+        gym.make_vec("prm_gym/ALFWorld-v0", num_envs=2, split="tiny", vector_kwargs={"autoreset_mode": autoreset},
+                     privileged=("walkthrough",)),
         vector_model,
         config,
     )
-    singles = [ProcessRewardWrapper(gym.make("prm_gym/ALFWorld-v0", split="tiny"), single_model, config) for _ in "ab"]
+    singles = [
+        ProcessRewardWrapper(gym.make("prm_gym/ALFWorld-v0", split="tiny", privileged=("walkthrough",)), single_model,
+                             config)
+        for _ in "ab"
+    ]
     obs, infos = envs.reset(seed=7)
     plans, single_obs = [], []
     for i, single in enumerate(singles):

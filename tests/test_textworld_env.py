@@ -13,7 +13,7 @@ import prm_gym  # noqa: F401  (registers the environments)
 
 
 def test_walkthrough_wins_with_score_rewards(generated_game):
-    env = gym.make("prm_gym/TextWorld-v0", game_files=str(generated_game))
+    env = gym.make("prm_gym/TextWorld-v0", game_files=str(generated_game), privileged=("walkthrough",))
     obs, info = env.reset(seed=0)
     assert info["walkthrough"] and info["max_score"] >= 1 and info["task"] and info["task"] in obs
     assert info["admissible_commands"] == sorted(set(info["admissible_commands"]))
@@ -41,7 +41,7 @@ def test_passes_the_env_checker(generated_game):
 
 def test_plays_alfworld_game_files_too(alfworld_data_dir):
     game = next((alfworld_data_dir / "json_2.1.1/valid_seen").glob("*/*/game.tw-pddl"))
-    _, info = gym.make("prm_gym/TextWorld-v0", game_files=str(game)).reset(seed=0)
+    _, info = gym.make("prm_gym/TextWorld-v0", game_files=str(game), privileged=("walkthrough",)).reset(seed=0)
     assert info["walkthrough"] and info["game_file"] == str(game)
 
 
@@ -112,7 +112,9 @@ def test_a_reset_on_a_broken_game_needs_a_reset_then_plays_on(generated_game, tm
     broken = tmp_path / "broken.z8"  # TextWorld fails on its .json after the loaded game is closed
     shutil.copy(generated_game, broken)
     broken.with_suffix(".json").write_text("{}")
-    env = gym.make("prm_gym/TextWorld-v0", game_files=[generated_game, broken], shuffle=False).unwrapped
+    env = gym.make(
+        "prm_gym/TextWorld-v0", game_files=[generated_game, broken], shuffle=False, privileged=("walkthrough",)
+    ).unwrapped
     env.reset(seed=0)
     with pytest.raises(ValueError, match="broken.z8"):
         env.reset(options={"game": 1})

@@ -4,6 +4,8 @@ An agent's core is :meth:`Agent.decide`: a batch of independent :class:`~prm_gym
 (one per env, each with its own history) in, one :class:`Decision` (action and, when the agent has one, its
 reason) per context out. That is the batched form for vector envs and for Best-of-N. :meth:`Agent.act` is the
 single-env form of the Gymnasium loop: it keeps the episode's context itself, from the reset's ``info`` on.
+An agent that needs privileged ``info`` (an oracle that reads the walkthrough) names it in :attr:`Agent.privileged`;
+whoever makes its envs asks for it: ``gym.make(env_id, privileged=agent.privileged)``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class Agent(ABC):
 
     #: A short name for tables, logs and datasets.
     name: str = "agent"
+    #: The privileged ``info`` entries the agent needs (:data:`~prm_gym.envs.text_game_env.PRIVILEGED_INFO`): the
+    #: envs it plays must be made with ``privileged=agent.privileged`` (evaluation and collection do so).
+    privileged: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         """Start with no episode."""
@@ -71,12 +76,26 @@ class Agent(ABC):
     def act(self, observation: str, info: Mapping[str, Any]) -> str:
         """Return the next command, given what the env returned last (the reset's on an episode's first turn)."""
         if self._context is None:
+            self._start_episode(info)
             context = Context.from_reset(observation, info)
         else:
             context = self._context.advance(observation, info)
         (decision,) = self.decide([context])
         self._context = context.propose(decision.action, decision.reason)
         return decision.action
+
+    def _start_episode(self, info: Mapping[str, Any]) -> None:
+        """Read the reset's ``info`` at an episode's start: check that it has the privileged entries the agent needs.
+
+        Raises:
+            ValueError: naming the missing entries and how to make the env hand them out.
+        """
+        missing = [key for key in self.privileged if key not in info]
+        if missing:
+            raise ValueError(
+                f"The {self.name!r} agent needs info{missing}, which the env hands out only when asked: make it with "
+                f"privileged={self.privileged!r} (e.g. gym.make(env_id, privileged={self.privileged!r}))."
+            )
 
     @property
     def context(self) -> Context | None:

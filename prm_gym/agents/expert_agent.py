@@ -23,13 +23,24 @@ __all__ = ["ExpertAgent"]
 class ExpertAgent(WalkthroughAgent):
     """Walkthrough while on it, fast_downward's plan from the current state otherwise (ALFWorld games).
 
+    Like :class:`~prm_gym.agents.walkthrough_agent.WalkthroughAgent`, it needs envs made with
+    ``privileged=("walkthrough",)`` (its :attr:`privileged`).
+
     Example:
         >>> import gymnasium as gym, prm_gym
-        >>> env, agent = gym.make("prm_gym/ALFWorld-v0", split="tiny"), ExpertAgent()
+        >>> agent = ExpertAgent()
+        >>> env = gym.make("prm_gym/ALFWorld-v0", split="tiny", privileged=agent.privileged)
         >>> obs, info = env.reset(seed=0)
         >>> agent.reset()
-        >>> obs, *_, info = env.step("inventory")  # leave the walkthrough
-        >>> agent.act(obs, info) in info["admissible_commands"]
+        >>> agent.act(obs, info) == info["walkthrough"][0]
+        True
+
+        Off the walkthrough (here a context that played "inventory" first), it replans:
+
+        >>> from prm_gym.prm import Context
+        >>> context = Context.from_reset(*env.reset(seed=0)).propose("inventory")
+        >>> obs, *_, info = env.step("inventory")
+        >>> agent.decide([context.advance(obs, info)])[0].action in info["admissible_commands"]
         True
     """
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from prm_gym.agents.base import Agent, Decision
 from prm_gym.prm.context import Context
@@ -35,11 +36,16 @@ def walkthrough_of(game_file: str) -> tuple[str, ...]:
 class WalkthroughAgent(Agent):
     """Plays the game's walkthrough while the episode follows it; ``fallback`` once it does not.
 
-    Contexts must carry their ``game_file`` (those built from an env's ``info`` do).
+    The walkthrough is privileged: the env must hand it out (``privileged=("walkthrough",)``, see
+    :attr:`~prm_gym.agents.base.Agent.privileged`), and :meth:`act` raises on a reset ``info`` without it. In the
+    Gymnasium loop (:meth:`act`) the agent plays the ``info``'s walkthrough. Contexts must carry their ``game_file``
+    (those built from an env's ``info`` do): a game the agent got no ``info`` of has its walkthrough read from the
+    game (:func:`walkthrough_of`), as when :meth:`decide` is given contexts alone (evaluation, Monte-Carlo rollouts).
 
     Example:
         >>> import gymnasium as gym, prm_gym
-        >>> env, agent = gym.make("prm_gym/ALFWorld-v0", split="tiny"), WalkthroughAgent()
+        >>> agent = WalkthroughAgent()
+        >>> env = gym.make("prm_gym/ALFWorld-v0", split="tiny", privileged=agent.privileged)
         >>> obs, info = env.reset(seed=0)
         >>> agent.reset()
         >>> agent.act(obs, info) == info["walkthrough"][0]
@@ -47,11 +53,14 @@ class WalkthroughAgent(Agent):
     """
 
     name = "walkthrough"
+    privileged = ("walkthrough",)
 
     def __init__(self, fallback: str = "look") -> None:
         """Create the agent; ``fallback`` is sent once the walkthrough is used up or was left."""
         super().__init__()
         self.fallback = fallback
+        #: Walkthroughs the env handed out, by game file.
+        self._walkthroughs: dict[str, tuple[str, ...]] = {}
 
     def decide(self, contexts: Sequence[Context]) -> list[Decision]:
         """Return the walkthrough's next command where each episode is still on it, else :meth:`off_walkthrough`."""
@@ -67,8 +76,15 @@ class WalkthroughAgent(Agent):
         """Return the decision where the episode left the walkthrough (or used it up): ``fallback``."""
         return Decision(self.fallback)
 
-    @staticmethod
-    def _plan(context: Context) -> tuple[str, ...]:
+    def _start_episode(self, info: Mapping[str, Any]) -> None:
+        """Check the reset's ``info`` (see :class:`~prm_gym.agents.base.Agent`) and keep its walkthrough."""
+        super()._start_episode(info)
+        if info.get("game_file"):
+            self._walkthroughs[str(info["game_file"])] = tuple(info["walkthrough"])
+
+    def _plan(self, context: Context) -> tuple[str, ...]:
+        """Return the walkthrough of the context's game: the one its env handed out, else the game file's."""
         if not context.game_file:
             raise ValueError("A walkthrough agent needs the context's `game_file` to find the game's walkthrough.")
-        return walkthrough_of(context.game_file)
+        known = self._walkthroughs.get(context.game_file)
+        return known if known is not None else walkthrough_of(context.game_file)

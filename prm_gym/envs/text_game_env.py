@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import string
 import sys
@@ -28,8 +29,10 @@ __all__ = [
     "ACTION_CHARSET",
     "MAX_OBSERVATION_LENGTH",
     "MAX_ACTION_LENGTH",
+    "PRIVILEGED_INFO",
     "EnvSnapshot",
     "TextGameEnv",
+    "privileged_names",
 ]
 
 #: Characters ``observation_space.sample()`` draws from: printable ASCII, Latin-1 letters and typographic
@@ -46,6 +49,10 @@ MAX_OBSERVATION_LENGTH = 8192
 ACTION_CHARSET: str = string.ascii_letters + string.digits + string.punctuation + " "
 #: Longest sampled command (a Z-machine interpreter reads at most 198 bytes; a longer command is cut).
 MAX_ACTION_LENGTH = 198
+#: The privileged ``info`` entries an env hands out only when asked (``privileged=(...)``), as TextWorld's
+#: ``EnvInfos`` does: ``"walkthrough"``, the game's gold commands (on reset and restore). They say how to win, so
+#: an agent or a prompt built from ``info`` must not see them unless it is meant to be an oracle.
+PRIVILEGED_INFO: tuple[str, ...] = ("walkthrough",)
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,9 @@ class TextGameEnv(gym.Env[str, str]):
     (``shuffle=True``) or in list order, or the one named by ``options={"game": index_or_path}``.
     Reward is the change in the game's score; ``terminated`` when the game is won or lost.
     ``info`` carries ``admissible_commands`` (sorted), ``game_file``, ``won``, ``lost``, ``score``,
-    ``invalid_action`` (the command was not admissible) and, on reset, the game's ``walkthrough``.
+    ``invalid_action`` (the command was not admissible). Privileged entries (:data:`PRIVILEGED_INFO`) are added
+    only when asked for, by name: ``privileged=("walkthrough",)`` adds the game's gold commands to the ``info``
+    of :meth:`reset` and :meth:`restore` (``gym.make(..., privileged=("walkthrough",))`` passes it on).
     Any string is an action (a game answers the ones it does not understand); an action that is not a
     string is not sent to the game: it is played as the empty command and flagged ``invalid_action``.
     A :meth:`reset` that fails on a bad ``options["game"]`` changes nothing; one that fails on a game file
@@ -108,14 +117,18 @@ class TextGameEnv(gym.Env[str, str]):
         shuffle: bool = True,
         render_mode: str | None = None,
         engine: GameEngine | None = None,
+        privileged: str | Iterable[str] = (),
     ) -> None:
         """Create the environment over ``game_files``: one path, or a list of them (at least one).
 
+        ``privileged`` names the privileged ``info`` entries to hand out (:data:`PRIVILEGED_INFO`); none by default.
+
         Raises:
             TypeError: when ``game_files`` is not a path or a list of paths.
-            ValueError: when it is empty, or ``render_mode`` is unknown.
+            ValueError: when it is empty, ``render_mode`` is unknown, or ``privileged`` names an unknown entry.
             FileNotFoundError: naming the game files that do not exist.
         """
+        self.privileged: tuple[str, ...] = privileged_names(privileged)
         paths = game_file_list(game_files)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             modes = self.metadata["render_modes"]
@@ -190,9 +203,10 @@ class TextGameEnv(gym.Env[str, str]):
         """Put the env back in a :meth:`snapshot`'s state; return its observation and ``info``, as :meth:`reset` does.
 
         ``info`` is the one the reset or step that reached the state returned (its ``invalid_action`` included),
-        plus the game's ``walkthrough``. The game is loaded first when the env was on another one. The episode
-        continues from there: the next :meth:`step` plays from the restored state; the order of games for later
-        resets and the env's random generator are not part of the state and are left as they are.
+        plus the privileged entries the env was asked for, as on reset. The game is loaded first when the env was
+        on another one. The episode continues from there: the next :meth:`step` plays from the restored state; the
+        order of games for later resets and the env's random generator are not part of the state and are left as
+        they are.
 
         Gymnasium's ``TimeLimit`` (added by ``gym.make``) counts steps outside the env, and ``restore`` does not
         rewind its counter. An estimator that branches rollouts should restore through ``env.unwrapped`` and cap
@@ -248,8 +262,10 @@ class TextGameEnv(gym.Env[str, str]):
         )
 
     def _reset_info(self, turn: GameTurn) -> dict[str, Any]:
+        """Return ``info`` after a reset or restore: a step's, plus the privileged entries asked for."""
         info = self._info(turn, self._invalid_action)
-        info["walkthrough"] = list(self.engine.walkthrough or [])
+        if "walkthrough" in self.privileged:
+            info["walkthrough"] = list(self.engine.walkthrough or [])
         return info
 
     def _info(self, turn: GameTurn, invalid_action: bool) -> dict[str, Any]:
@@ -274,3 +290,31 @@ class TextGameEnv(gym.Env[str, str]):
 
     def _set_episode_state(self, state: tuple[Any, ...]) -> None:
         """Put back what :meth:`_episode_state` returned."""
+
+
+def privileged_names(privileged: str | Iterable[str]) -> tuple[str, ...]:
+    """Check the names of privileged ``info`` entries asked for (one name, or several) and return them as a tuple.
+
+    Raises:
+        TypeError: when ``privileged`` is not a name or an iterable of names.
+        ValueError: naming an entry that is not in :data:`PRIVILEGED_INFO` (with the closest one, if any).
+
+    Example:
+        >>> privileged_names("walkthrough"), privileged_names(())
+        (('walkthrough',), ())
+    """
+    if isinstance(privileged, str):
+        names: tuple[object, ...] = (privileged,)
+    elif isinstance(privileged, Iterable):
+        names = tuple(privileged)
+    else:
+        raise TypeError(f"`privileged` should be a name or names of info entries, e.g. ('walkthrough',). Received "
+                        f"{privileged!r}.")
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"`privileged` should name info entries (str). Received {name!r}.")
+        if name not in PRIVILEGED_INFO:
+            close = difflib.get_close_matches(name, PRIVILEGED_INFO, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"Unknown privileged info {name!r}: `privileged` can ask for {PRIVILEGED_INFO}.{hint}")
+    return tuple(dict.fromkeys(str(name) for name in names))

@@ -18,7 +18,8 @@ class TextWorldEnv(TextGameEnv):
 
     Rewards are score increments; ``terminated`` when the game is won or lost. ``info`` has the keys of
     :class:`~prm_gym.envs.text_game_env.TextGameEnv` plus ``task`` (the game's objective, "" when it has
-    none) and ``max_score``. Commands outside ``admissible_commands`` still reach the game's parser.
+    none) and ``max_score``; ``walkthrough`` only with ``privileged=("walkthrough",)``. Commands outside
+    ``admissible_commands`` still reach the game's parser.
     Game files are checked before the interpreter opens them (a corrupt one raises ``ValueError`` naming it), but
     TextWorld runs their code and grammars as they are: play only game files you trust.
 
@@ -38,17 +39,22 @@ class TextWorldEnv(TextGameEnv):
         *,
         shuffle: bool = True,
         render_mode: str | None = None,
+        privileged: str | Iterable[str] = (),
     ) -> None:
         """Create the env over one game file or a list of them.
 
+        ``privileged`` names the privileged ``info`` entries to hand out
+        (:data:`~prm_gym.envs.text_game_env.PRIVILEGED_INFO`); none by default.
+
         Raises:
             FileNotFoundError: naming the game files that do not exist.
-            ValueError: naming a file that is not of a format TextWorld plays (e.g. a Glulx ``.ulx`` game).
+            ValueError: naming a file that is not of a format TextWorld plays (e.g. a Glulx ``.ulx`` game), or an
+                unknown privileged entry.
         """
         paths = game_file_list(game_files)
         for path in paths:
             game_format(path)
-        super().__init__(paths, shuffle=shuffle, render_mode=render_mode)
+        super().__init__(paths, shuffle=shuffle, render_mode=render_mode, privileged=privileged)
 
     def _extra_info(self, turn: GameTurn) -> dict[str, Any]:
         return {"task": self.engine.objective or "", "max_score": self.engine.max_score}

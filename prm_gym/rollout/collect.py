@@ -126,7 +126,8 @@ def collect_rollouts(agent_factory: Callable[[int], Agent], config: CollectConfi
             if pending:
                 num_envs = min(config.num_envs, len(pending))
                 agents = [first_agent, *(agent_factory(index) for index in range(1, num_envs))]
-                envs = _make_envs(config, games, num_envs)
+                privileged = tuple(dict.fromkeys(name for agent in agents for name in agent.privileged))
+                envs = _make_envs(config, games, num_envs, privileged)
                 try:
                     _play(envs, agents, pending, lambda episode: _record(folder, episode, bar))
                 except BaseException:
@@ -136,8 +137,11 @@ def collect_rollouts(agent_factory: Callable[[int], Agent], config: CollectConfi
     return folder
 
 
-def _make_envs(config: CollectConfig, games: Sequence[Path], num_envs: int) -> VectorEnv:
-    """Return the vector env: ``games`` in order (reset by index), autoreset disabled, the config's step cap."""
+def _make_envs(config: CollectConfig, games: Sequence[Path], num_envs: int, privileged: Sequence[str]) -> VectorEnv:
+    """Return the vector env: ``games`` in order (reset by index), autoreset disabled, the config's step cap.
+
+    ``privileged`` is what the agents ask of ``info`` (:attr:`~prm_gym.agents.base.Agent.privileged`).
+    """
     return gym.make_vec(
         "prm_gym/ALFWorld-v0",
         num_envs=num_envs,
@@ -147,6 +151,7 @@ def _make_envs(config: CollectConfig, games: Sequence[Path], num_envs: int) -> V
         shuffle=False,
         max_episode_steps=config.max_episode_steps,
         backend=config.backend,
+        privileged=tuple(privileged),
     )
 
 

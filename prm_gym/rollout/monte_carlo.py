@@ -94,7 +94,7 @@ class MonteCarloRewardModel:
     Example:
         >>> import gymnasium as gym, prm_gym
         >>> from prm_gym.prm import Context
-        >>> env = gym.make("prm_gym/ALFWorld-v0", split="tiny")
+        >>> env = gym.make("prm_gym/ALFWorld-v0", split="tiny", privileged=("walkthrough",))
         >>> obs, info = env.reset(options={"game": 0})
         >>> context = Context.from_reset(obs, info)
         >>> model = MonteCarloRewardModel(MonteCarloConfig(num_rollouts=2))

@@ -61,7 +61,8 @@ class ALFWorldEnv(TextGameEnv):
 
     Besides :class:`~prm_gym.envs.text_game_env.TextGameEnv`'s keys, ``info`` has ``task`` (the goal
     sentence) and ``task_type`` (ALFWorld's name, e.g. ``"pick_clean_then_place_in_recep"``, read from the game's
-    folder name; ``""`` for a game kept outside ALFWorld's folder layout).
+    folder name; ``""`` for a game kept outside ALFWorld's folder layout). The game's gold commands are privileged:
+    ``info["walkthrough"]`` is there only with ``privileged=("walkthrough",)``.
 
     ``backend="textworld"`` plays games with TextWorld's own engine, which evaluates a grammar's ``{expressions}``
     with Python's ``eval``: it trusts its game files (a crafted one runs code). The fast engine never calls ``eval``.
@@ -69,7 +70,7 @@ class ALFWorldEnv(TextGameEnv):
     Example:
         >>> import gymnasium as gym
         >>> import prm_gym
-        >>> env = gym.make("prm_gym/ALFWorld-v0", split="tiny", task_types="look")
+        >>> env = gym.make("prm_gym/ALFWorld-v0", split="tiny", task_types="look", privileged=("walkthrough",))
         >>> obs, info = env.reset(seed=0)
         >>> info["task_type"], info["task"] == obs.split("Your task is to: ")[1]
         ('look_at_obj_in_light', True)
@@ -82,7 +83,7 @@ class ALFWorldEnv(TextGameEnv):
 
         Branching from a state (the ``fast`` backend restores in constant time):
 
-        >>> env = gym.make("prm_gym/ALFWorld-v0", split="tiny", task_types="look")
+        >>> env = gym.make("prm_gym/ALFWorld-v0", split="tiny", task_types="look", privileged="walkthrough")
         >>> obs, info = env.reset(seed=0)
         >>> saved = env.unwrapped.snapshot()
         >>> env.step(info["walkthrough"][0])[0] != obs
@@ -101,15 +102,17 @@ class ALFWorldEnv(TextGameEnv):
         shuffle: bool = True,
         render_mode: str | None = None,
         backend: str = DEFAULT_BACKEND,
+        privileged: str | Iterable[str] = (),
     ) -> None:
         """Create the env over a split's games (``game_files`` instead, when given), filtered by ``task_types``.
 
-        ``game_files`` is one path or a list of them; ``backend`` names the engine (:data:`BACKENDS`).
+        ``game_files`` is one path or a list of them; ``backend`` names the engine (:data:`BACKENDS`); ``privileged``
+        the privileged ``info`` entries to hand out (:data:`~prm_gym.envs.text_game_env.PRIVILEGED_INFO`).
 
         Raises:
             TypeError: when ``game_files`` is not a path or a list of paths.
             FileNotFoundError: naming the game files that do not exist.
-            ValueError: naming a game file that is not an ALFWorld ``.tw-pddl`` game.
+            ValueError: naming a game file that is not an ALFWorld ``.tw-pddl`` game, or an unknown privileged entry.
         """
         engine = make_engine(backend)
         if game_files is None:
@@ -122,7 +125,7 @@ class ALFWorldEnv(TextGameEnv):
             )
         self.split = split
         self.backend = backend
-        super().__init__(game_files, shuffle=shuffle, render_mode=render_mode, engine=engine)
+        super().__init__(game_files, shuffle=shuffle, render_mode=render_mode, engine=engine, privileged=privileged)
         self._task = ""
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
