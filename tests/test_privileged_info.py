@@ -103,3 +103,26 @@ def test_contexts_and_prompts_never_carry_privileged_info():
     context = Context.from_reset(obs, asked)
     assert context == Context.from_reset(obs, plain) and "walkthrough" not in context.to_dict()
     assert render_messages(context) == render_messages(Context.from_reset(obs, plain))
+
+
+@pytest.mark.parametrize("agent", [WalkthroughAgent(), RandomAgent(seed=0)], ids=["walkthrough", "random"])
+def test_evaluation_and_collection_ask_their_envs_for_what_the_agent_declares(agent, monkeypatch, tmp_path):
+    from prm_gym import evaluation
+    from prm_gym.rollout import collect
+
+    asked = []
+
+    def recording(make):
+        def make_and_record(*args, **kwargs):
+            asked.append((make.__name__, kwargs["privileged"]))
+            return make(*args, **kwargs)
+
+        return make_and_record
+
+    monkeypatch.setattr(evaluation.gym, "make", recording(gym.make))
+    monkeypatch.setattr(collect.gym, "make_vec", recording(gym.make_vec))
+    results = evaluation.evaluate(agent, evaluation.EvalConfig(split="tiny", num_games=2), progress=False)
+    config = collect.CollectConfig(split="tiny", num_games=1, repeats=1, num_envs=1, vectorization="sync",
+                                   output_dir=str(tmp_path))
+    collect.collect_rollouts(lambda index: agent, config, progress=False)
+    assert asked == [("make", agent.privileged), ("make_vec", agent.privileged)] and len(results) == 2
