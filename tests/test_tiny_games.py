@@ -17,7 +17,7 @@ TINY_GAMES = list_games("tiny")
 
 @pytest.fixture(scope="module")
 def env():
-    env = gym.make("prm_gym/ALFWorld-v0", split="tiny", max_episode_steps=50)
+    env = gym.make("prm_gym/ALFWorld-v0", split="tiny", max_episode_steps=50, privileged=("walkthrough",))
     yield env
     env.close()
 
