@@ -126,3 +126,14 @@ def test_evaluation_and_collection_ask_their_envs_for_what_the_agent_declares(ag
                                    output_dir=str(tmp_path))
     collect.collect_rollouts(lambda index: agent, config, progress=False)
     assert asked == [("make", agent.privileged), ("make_vec", agent.privileged)] and len(results) == 2
+
+
+def test_best_of_n_asks_for_what_its_policy_needs():
+    from prm_gym.agents import BestOfNAgent, RandomAgent, WalkthroughAgent
+
+    class Constant:
+        def score(self, contexts):
+            return [0.5] * len(contexts)
+
+    assert BestOfNAgent(WalkthroughAgent(), Constant(), n=2).privileged == ("walkthrough",)
+    assert BestOfNAgent(RandomAgent(), Constant(), n=2).privileged == ()

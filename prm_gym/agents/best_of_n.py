@@ -41,6 +41,7 @@ class BestOfNAgent(Agent):
             raise TypeError(f"`reward_model` must have a `score(contexts)` method; got {type(reward_model).__name__}.")
         self.policy, self.reward_model, self.n = policy, reward_model, n
         self.name = f"best-of-{n}({policy.name})"
+        self.privileged = policy.privileged  # its envs must hand out what the policy reads
         #: Best minus worst candidate score, one entry per decided context.
         self.score_spreads: list[float] = []
 
