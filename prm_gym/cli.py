@@ -111,10 +111,16 @@ def run_targets(config: TargetsCommand) -> None:
 
 
 def run_train_prm(config: TrainPRMConfig) -> None:
-    """Train a process reward model on a targets folder and say where it is."""
+    """Train a process reward model on a targets folder (resuming from its last checkpoint) and say where it is."""
     from prm_gym.prm.training import train_prm  # torch: only for this command
 
-    print(f"Trained process reward model saved to {train_prm(config)}")
+    try:
+        model = train_prm(config)
+    except KeyboardInterrupt:
+        kept = f"the checkpoints in {config.output_dir} are kept"
+        print(f"prm-gym: interrupted: {kept}; run the same command again to resume.", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(f"Trained process reward model saved to {model}")
 
 
 _COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {

@@ -49,3 +49,15 @@ def test_data_unpacks_a_bad_archive_with_a_clear_error(tmp_path):
     bad.write_bytes(b"not an archive")
     result = prm_gym("data", "--archive", str(bad), "--data-dir", str(tmp_path / "out"))
     assert result.returncode == 2 and "sha256 of" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_train_prm_help_lists_the_training_and_resume_flags_without_torch():
+    result = prm_gym("train-prm", "--help")
+    assert result.returncode == 0, result.stderr
+    for flag in ("--targets", "--learning-rate", "--save-steps", "--save-total-limit", "--no-resume"):
+        assert flag in result.stdout
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys, prm_gym.cli, prm_gym.prm.train_config; print('torch' in sys.modules)"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert imported.stdout.strip() == "False", imported.stderr

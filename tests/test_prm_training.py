@@ -2,6 +2,9 @@
 
 import dataclasses
 import json
+import logging
+import math
+import shutil
 
 import numpy as np
 import pytest
@@ -9,11 +12,19 @@ from conftest import tiny_prm
 
 pytest.importorskip("transformers")
 
-from transformers import EvalPrediction  # noqa: E402
+from transformers import EvalPrediction, TrainerCallback, trainer_callback  # noqa: E402
+from transformers.trainer_utils import get_last_checkpoint  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 from prm_gym.agents import Agent, ExpertAgent, RandomAgent  # noqa: E402
 from prm_gym.prm import Context, PromptConfig  # noqa: E402
-from prm_gym.prm.targets import TargetRow, TargetsConfig, compute_targets, preference_pairs  # noqa: E402
+from prm_gym.prm.targets import (  # noqa: E402
+    TargetRow,
+    TargetsConfig,
+    compute_targets,
+    load_targets,
+    preference_pairs,
+)
 from prm_gym.prm.training import PRMConfig, PRMTrainer, prm_metrics, split_by_game  # noqa: E402
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts  # noqa: E402
 from prm_gym.rollout.storage import load_rollouts  # noqa: E402
@@ -131,6 +142,18 @@ def test_trainer_labels_success_from_the_wins(tmp_path):
     assert [item["q"] for item in trainer.train_dataset] == [0.6, 0.4, 0.7]
 
 
+def test_targets_without_validation_items_train_without_evaluation(tmp_path, caplog):
+    state = Context("task", observation="You are in a room.")
+    rows = [TargetRow(dataclasses.replace(state.propose(action), game_file="g"), q, 2, wins)
+            for action, q, wins in (("look", 0.9, 2), ("go to sink 1", 0.1, 0))]
+    with caplog.at_level(logging.WARNING, logger="prm_gym.prm.training"):
+        trainer = PRMTrainer(tiny_prm(prompt_config=PROMPT), train_args(tmp_path, max_steps=1,
+                                                                        validation_fraction=0.5), rows)
+    assert "No validation items (0 held-out rows from 1 games)" in caplog.text
+    trainer.train()
+    assert trainer.eval_dataset is None and trainer.final_metrics() == {}
+
+
 def test_bad_inputs_are_named(tmp_path):
     prm = tiny_prm()
     with pytest.raises(ValueError, match="No target rows"):
@@ -139,8 +162,23 @@ def test_bad_inputs_are_named(tmp_path):
         PRMConfig(output_dir=str(tmp_path), loss="mse")
 
 
-def test_cli_collect_targets_train_and_evaluate_with_the_trained_prm(tmp_path, capsys):
+def count_scoring(monkeypatch):
+    """Spy on ``PRMTrainer.prediction_step``: return the list of validation batch sizes scored."""
+    scored = []
+    original = PRMTrainer.prediction_step
+
+    def spy(self, model, inputs, *args, **kwargs):
+        scored.append(len(inputs["labels"]))
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(PRMTrainer, "prediction_step", spy)
+    return scored
+
+
+def test_cli_collect_targets_train_and_evaluate_with_the_trained_prm(tmp_path, capsys, monkeypatch):
     from prm_gym.cli import main
+
+    scored = count_scoring(monkeypatch)
 
     backbone = tiny_prm().save_pretrained(tmp_path / "backbone")
     assert main(["collect", "--agent", "random", "--split", "tiny", "--num-games", "2", "--repeats", "2",
@@ -153,9 +191,31 @@ def test_cli_collect_targets_train_and_evaluate_with_the_trained_prm(tmp_path, c
     trained = tmp_path / "prm" / "model"
     record = json.loads((trained / "training.json").read_text())
     assert record["train_prm"]["max_steps"] == 2 and "targets" in record["targets"] and "eval_auc" in record["metrics"]
+    # The validation set was scored once (the training loop's evaluation at its last step), not twice.
+    _, valid = split_by_game(load_targets(tmp_path / "targets"), 0.5, seed=0)
+    assert sum(scored) == len(valid) > 0
+    assert [log["step"] for log in record["log_history"] if "eval_loss" in log] == [2]
+    evaluations = [log for log in record["log_history"] if "eval_loss" in log]
+    assert record["metrics"]["eval_loss"] == evaluations[0]["eval_loss"]
+    assert [p.name for p in (tmp_path / "prm").glob("checkpoint-*")] == ["checkpoint-2"]  # written at the end
     assert main(["eval", "--agent", "best-of-n", "--reward-model", str(trained), "--n", "2", "--split", "tiny",
                  "--num-games", "1", "--max-episode-steps", "3", "--device", "cpu", "--backend", "fast"]) == 0
     assert "best-of-2(random, model) on tiny (1 games, cap 3 steps)" in capsys.readouterr().out
+
+
+def test_cli_train_prm_interrupted_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    from prm_gym import cli
+    from prm_gym.prm import training
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train_prm", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["train-prm", "--output-dir", str(tmp_path / "prm")])
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == (f"prm-gym: interrupted: the checkpoints in {tmp_path / 'prm'} are kept; "
+                                       "run the same command again to resume.\n")
 
 
 def test_cli_train_prm_without_targets_is_one_clear_line(tmp_path, capsys):
@@ -200,3 +260,159 @@ def test_gradient_accumulation_gives_the_update_of_one_big_batch(loss, tmp_path)
     assert big.abs().max() > 1e-3  # the step did move the weights
     torch.testing.assert_close(accumulated, big, rtol=1e-3, atol=1e-6)
     assert accumulated_loss == pytest.approx(big_loss, rel=1e-3)  # the logged loss is the mean over the 4 rows too
+
+
+class Killed(Exception):
+    """Stands for a run killed between two optimiser steps."""
+
+
+class KillAfter(TrainerCallback):
+    """Stops a training run after ``step`` optimiser steps (before any checkpoint of that step is written)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Killed
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(targets, tmp_path):
+    import torch
+
+    settings = dict(max_steps=6, save_strategy="steps", save_steps=2, save_total_limit=None, bf16=False,
+                    per_device_train_batch_size=4, learning_rate=1e-3, lr_scheduler_type="linear", logging_steps=1)
+    initial = [p.detach().clone() for p in tiny_prm(prompt_config=PROMPT).model.parameters()]
+    whole = tiny_prm(prompt_config=PROMPT)
+    PRMTrainer(whole, train_args(tmp_path / "whole", **settings), targets).train()
+
+    with pytest.raises(Killed):
+        PRMTrainer(tiny_prm(prompt_config=PROMPT), train_args(tmp_path / "cut", **settings), targets,
+                   callbacks=[KillAfter(3)]).train()
+    last = get_last_checkpoint(tmp_path / "cut")
+    assert last.endswith("checkpoint-2")
+    resumed = tiny_prm(seed=1, prompt_config=PROMPT)  # other initial weights: the checkpoint's must be loaded
+    trainer = PRMTrainer(resumed, train_args(tmp_path / "cut", **settings), targets)
+    trainer.train(resume_from_checkpoint=last)
+
+    assert trainer.state.global_step == 6
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert len(losses) == 6  # the log history of steps 1-2 came back with the checkpoint
+    for p, q in zip(resumed.model.parameters(), whole.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    moved = max((q - p0).abs().max().item() for q, p0 in zip(whole.model.parameters(), initial, strict=True))
+    assert moved > 1e-3
+
+
+def test_cli_train_prm_resumes_from_its_last_complete_checkpoint(tmp_path, capsys, caplog):
+    import torch
+    from safetensors.torch import load_file
+
+    from prm_gym.cli import main
+
+    backbone = tiny_prm().save_pretrained(tmp_path / "backbone")
+    assert main(["collect", "--agent", "random", "--split", "tiny", "--num-games", "2", "--repeats", "2",
+                 "--num-envs", "2", "--vectorization", "sync", "--backend", "fast", "--max-episode-steps", "6",
+                 "--output-dir", str(tmp_path / "rollouts")]) == 0
+    assert main(["targets", "--rollouts", str(tmp_path / "rollouts"), "--output-dir", str(tmp_path / "targets")]) == 0
+    prm = tmp_path / "prm"
+    train = ["train-prm", "--targets", str(tmp_path / "targets"), "--model", str(backbone), "--max-steps", "3",
+             "--validation-fraction", "0", "--max-prompt-tokens", "256", "--device", "cpu", "--learning-rate", "1e-3",
+             "--per-device-train-batch-size", "2", "--save-steps", "1", "--save-total-limit", "2",
+             "--logging-steps", "1", "--output-dir", str(prm)]
+    assert main(train) == 0
+    assert sorted(p.name for p in prm.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    uninterrupted = load_file(prm / "model" / "model.safetensors")
+
+    # As if killed while writing checkpoint 3: the last complete checkpoint is 2.
+    shutil.rmtree(prm / "model")
+    (prm / "checkpoint-3" / "trainer_state.json").unlink()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
+        assert main(train) == 0
+    assert f"Deleting {prm / 'checkpoint-3'}: incomplete" in caplog.text
+    assert f"Resuming from {prm / 'checkpoint-2'} (step 2)." in caplog.text
+    resumed = load_file(prm / "model" / "model.safetensors")
+    assert resumed.keys() == uninterrupted.keys()
+    for name, weights in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], weights, rtol=1e-4, atol=1e-6)
+    record = json.loads((prm / "model" / "training.json").read_text())
+    assert [log["step"] for log in record["log_history"] if "loss" in log] == [1, 2, 3]
+
+    # Other settings: refused, naming them; --no-resume starts over.
+    capsys.readouterr()
+    assert main([*train, "--learning-rate", "2e-3", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot resume the PRM training in" in err
+    assert "train_prm.learning_rate: 0.001 there, 0.002 here; train_prm.seed: 0 there, 1 here" in err
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
+        assert main([*train, "--seed", "1", "--no-resume"]) == 0
+    assert "Starting over (--no-resume)" in caplog.text and "Resuming" not in caplog.text
+    assert json.loads((prm / "config.json").read_text())["train_prm"]["seed"] == 1
+
+
+def test_one_progress_bar_during_training_and_validation(targets, tmp_path, monkeypatch):
+    bars = []
+    real_tqdm = trainer_callback.tqdm
+
+    def counting_tqdm(*args, **kwargs):
+        bars.append(kwargs.get("total"))
+        return real_tqdm(*args, **kwargs)
+
+    class SeesOtherBars(TrainerCallback):
+        """Records whether transformers' other bars (a checkpoint's "Writing model shards") would be drawn."""
+
+        seen = []
+
+        def on_save(self, args, state, control, **kwargs):
+            self.seen.append(hf_logging.is_progress_bar_enabled())
+
+    monkeypatch.setattr(trainer_callback, "tqdm", counting_tqdm)
+    scored = count_scoring(monkeypatch)
+    args = train_args(tmp_path, max_steps=2, validation_fraction=0.34, seed=1, disable_tqdm=False,
+                      save_strategy="steps", save_steps=1)
+    trainer = PRMTrainer(tiny_prm(prompt_config=PROMPT), args, targets, callbacks=[SeesOtherBars])
+    assert hf_logging.is_progress_bar_enabled()
+    trainer.train()
+    assert bars == [2]  # the training bar only: the evaluation at the end of training is shown on its line
+    assert SeesOtherBars.seen == [False, False] and hf_logging.is_progress_bar_enabled()  # off while training only
+    metrics = trainer.final_metrics()
+    assert sum(scored) == len(trainer.eval_dataset) and metrics["eval_loss"] > 0  # scored once, not again
+
+
+def test_final_metrics_score_the_validation_set_when_training_did_not(targets, tmp_path, monkeypatch):
+    scored = count_scoring(monkeypatch)
+    args = train_args(tmp_path, max_steps=1, validation_fraction=0.34, seed=1, eval_strategy="steps", eval_steps=5)
+    trainer = PRMTrainer(tiny_prm(prompt_config=PROMPT), args, targets)
+    trainer.train()
+    assert sum(scored) == len(trainer.eval_dataset)  # the end-of-training evaluation (step 1 is not a 5th step)
+    args = train_args(tmp_path, max_steps=1, validation_fraction=0.34, seed=1, eval_strategy="no")
+    trainer = PRMTrainer(tiny_prm(prompt_config=PROMPT), args, targets)
+    trainer.train()
+    scored.clear()
+    assert {"eval_loss", "eval_accuracy", "eval_auc", "eval_ece"} <= set(trainer.final_metrics())
+    assert sum(scored) == len(trainer.eval_dataset)
+
+
+def test_auc_is_none_with_a_warning_when_validation_holds_one_class(tmp_path, caplog):
+    q = np.array([0.1, 0.4, 0.2])
+    with caplog.at_level(logging.WARNING, logger="prm_gym.prm.training"):
+        metrics = prm_metrics(EvalPrediction(np.array([0.5, -1.0, 2.0]), (q, np.zeros(3))))
+    assert metrics["auc"] is None and math.isfinite(metrics["accuracy"]) and math.isfinite(metrics["ece"])
+    assert "AUC undefined (reported as None): all 3 validation actions did not lead to success" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="prm_gym.prm.training"):
+        assert prm_metrics(EvalPrediction(np.zeros(2), (np.ones(2), np.ones(2))))["auc"] is None
+    assert "all 2 validation actions led to success" in caplog.text
+
+    # Through the trainer: None in the metrics and in the log history, not NaN.
+    state = Context("task", observation="You are in a room.")
+    rows = [TargetRow(dataclasses.replace(state.propose(action), game_file=f"g{i % 4}"), 0.0, 2, 0)
+            for i, action in enumerate(["look", "go to sink 1"] * 4)]
+    trainer = PRMTrainer(tiny_prm(prompt_config=PROMPT),
+                         train_args(tmp_path, max_steps=1, validation_fraction=0.5, eval_strategy="no"), rows)
+    trainer.train()
+    metrics = trainer.final_metrics()
+    assert metrics["eval_auc"] is None and math.isfinite(metrics["eval_loss"])
+    assert [log["eval_auc"] for log in trainer.state.log_history if "eval_auc" in log] == [None]

@@ -1,39 +1,75 @@
-"""The settings of a PRM training run (``prm-gym train-prm``); kept free of torch so the CLI lists them anyway."""
+"""The settings of a PRM training run (``prm-gym train-prm``); kept free of torch so the CLI lists them anyway.
+
+:class:`PRMSettings` is the one place the training settings are declared: :class:`TrainPRMConfig` (the command
+line) and ``PRMConfig`` (:mod:`prm_gym.prm.training`, transformers' ``TrainingArguments``) both derive from it,
+and ``train-prm`` hands them over field by field with :func:`shared_settings`, never by a copy spelled out by hand.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["TrainPRMConfig"]
+__all__ = ["PRMSettings", "TrainPRMConfig", "shared_settings"]
 
 
 @dataclass
-class TrainPRMConfig:
-    """A PRM training run from a targets folder to a saved model (``prm-gym train-prm``)."""
+class PRMSettings:
+    """What a PRM is trained on and how: the loss, the validation split, the optimiser steps and the checkpoints.
 
-    #: The targets folder (``prm-gym targets``' output_dir).
-    targets: str = "runs/targets"
-    #: The backbone: a Hugging Face model directory or hub id, or a .gguf file.
-    model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    #: Checkpoints go here; the trained model to ``<output_dir>/model``.
-    output_dir: str = "runs/prm"
-    #: "soft_bce" on Q^ (AgentPRM), or "bradley_terry" on preference pairs.
+    Names and meanings are ``TrainingArguments``' where it has them; the defaults suit small PRM runs.
+    """
+
+    #: "soft_bce" on Q^ (AgentPRM), or "bradley_terry" on preference pairs (the relative variant).
     loss: Literal["soft_bce", "bradley_terry"] = "soft_bce"
-    #: Least Q^ difference of a preference pair ("bradley_terry").
+    #: Least Q^ difference between the two actions of a preference pair ("bradley_terry").
     preference_delta: float = 0.1
-    #: Fraction of the games held out for validation.
+    #: Fraction of the games held out for validation (0 trains on everything).
     validation_fraction: float = 0.1
     learning_rate: float = 1e-5
     num_train_epochs: float = 1.0
     #: Stop after this many optimiser steps (-1: run the epochs).
     max_steps: int = -1
     per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 16
     gradient_accumulation_steps: int = 1
+    #: Log the training loss every this many optimiser steps.
+    logging_steps: float = 10
+    #: Write a checkpoint (weights, optimiser, scheduler, random states) every this many optimiser steps, and at
+    #: the end; an interrupted run resumes from the last one.
+    save_steps: float = 100
+    #: Keep at most this many checkpoints (the older ones are deleted once a newer one is complete).
+    save_total_limit: int | None = 1
+    seed: int = 0
+
+
+def shared_settings(config: PRMSettings) -> dict[str, Any]:
+    """Return ``config``'s :class:`PRMSettings` fields by name: what ``PRMConfig(**...)`` takes from a CLI config.
+
+    Example:
+        >>> shared_settings(TrainPRMConfig(max_steps=4))["max_steps"], "targets" in shared_settings(TrainPRMConfig())
+        (4, False)
+    """
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(PRMSettings)}
+
+
+@dataclass
+class TrainPRMConfig(PRMSettings):
+    """A PRM training run from a targets folder to a saved model (``prm-gym train-prm``)."""
+
+    #: The targets folder (``prm-gym targets``' output_dir).
+    targets: str = "runs/targets"
+    #: The backbone: a Hugging Face model directory or hub id, or a .gguf file.
+    model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    #: Checkpoints go here (checkpoint-<step>), with the run's config.json; the trained model to ``<output_dir>/model``.
+    output_dir: str = "runs/prm"
     #: Token budget of a rendered context (older turns are dropped to fit).
     max_prompt_tokens: int = 1024
     #: Train LoRA adapters (and the head) instead of every weight.
     lora: bool = False
     #: "auto" (cuda, then mps, then cpu), "cpu", "cuda", ...
     device: str = "auto"
-    seed: int = 0
+    #: Continue from the last complete checkpoint in output_dir (its config must match); --no-resume starts over,
+    #: deleting output_dir's checkpoints.
+    resume: bool = True

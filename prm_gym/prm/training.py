@@ -16,49 +16,54 @@ scoring. The same code trains the shared SmolLM2-135M on a CPU (bf16 autocast) a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import random
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, get_last_checkpoint
+from transformers.utils import logging as hf_logging
 
 from prm_gym.devices import resolve_device
-from prm_gym.io import atomic_write_text
+from prm_gym.io import atomic_directory, atomic_write_text, config_differences, lock_folder, read_json_object
 from prm_gym.prm.model import LoraSettings, ProcessRewardModel, head_logits
 from prm_gym.prm.prompt import PromptConfig
-from prm_gym.prm.targets import TargetRow, load_targets, load_targets_config, preference_pairs
-from prm_gym.prm.train_config import TrainPRMConfig
+from prm_gym.prm.targets import TARGETS_FILE, TargetRow, load_targets, load_targets_config, preference_pairs
+from prm_gym.prm.train_config import PRMSettings, TrainPRMConfig, shared_settings
 
-__all__ = ["PRMConfig", "PRMTrainer", "TrainPRMConfig", "prm_metrics", "split_by_game", "train_prm"]
+__all__ = ["PRMConfig", "PRMSettings", "PRMTrainer", "TrainPRMConfig", "prm_metrics", "split_by_game", "train_prm"]
+
+logger = logging.getLogger(__name__)
+
+#: The file in ``train-prm``'s output_dir recording the run's settings, which a resumed run must match.
+RUN_CONFIG_FILE = "config.json"
 
 
 @dataclass
-class PRMConfig(TrainingArguments):
-    """``TrainingArguments`` plus the PRM's own settings, with defaults for small PRM runs.
+class PRMConfig(PRMSettings, TrainingArguments):
+    """``TrainingArguments`` with the PRM's own settings and defaults (:class:`PRMSettings`, shared with the CLI).
+
+    Checkpoints are written every ``save_steps`` optimiser steps and at the end (``save_strategy="steps"``), and
+    evaluation runs at the end of each epoch and of training when games are held out for validation.
 
     Example:
         >>> config = PRMConfig(output_dir="/tmp/prm", loss="soft_bce", validation_fraction=0.2)
-        >>> config.remove_unused_columns, config.label_names
-        (False, ['labels', 'success'])
+        >>> config.remove_unused_columns, config.label_names, config.save_steps
+        (False, ['labels', 'success'], 100)
     """
 
-    #: "soft_bce" on Q^ (AgentPRM), or "bradley_terry" on preference pairs (the relative variant).
-    loss: Literal["soft_bce", "bradley_terry"] = "soft_bce"
-    #: Fraction of the games held out for validation (0 trains on everything).
-    validation_fraction: float = 0.1
-    #: Least Q^ difference between the two actions of a preference pair ("bradley_terry").
-    preference_delta: float = 0.1
-    learning_rate: float = 1e-5
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 16
-    num_train_epochs: float = 1.0
-    logging_steps: float = 10
+    #: Evaluate at the end of each epoch (and at the end of training) when games are held out.
+    eval_strategy: IntervalStrategy | str = "epoch"
     report_to: str | list[str] | None = "none"
     remove_unused_columns: bool = False
     label_names: list[str] | None = field(default_factory=lambda: ["labels", "success"])
@@ -69,8 +74,8 @@ class PRMConfig(TrainingArguments):
             raise ValueError(f"`loss` should be 'soft_bce' or 'bradley_terry'. Received {self.loss!r}.")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"`validation_fraction` should be in [0, 1). Received {self.validation_fraction}.")
-        if self.eval_strategy == "no" and self.validation_fraction > 0:
-            self.eval_strategy = "epoch"
+        if self.validation_fraction == 0:
+            self.eval_strategy = "no"  # nothing to evaluate
         super().__post_init__()
 
 
@@ -121,6 +126,35 @@ class _Collator:
         }
 
 
+class _ProgressBar(ProgressCallback):
+    """Transformers' training progress bar, with the evaluations during training shown on its line.
+
+    ``ProgressCallback`` opens a second bar under the training bar for each evaluation; the two redraw over each
+    other in many terminals. Here the training bar says how far the validation scoring is instead; an evaluation
+    outside training keeps its own bar.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._scored = 0  # validation batches scored in the running evaluation
+
+    def on_prediction_step(
+        self, args: Any, state: Any, control: Any, eval_dataloader: Any = None, **kwargs: Any
+    ) -> None:
+        if self.training_bar is None:
+            super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+        elif state.is_world_process_zero:
+            self._scored += 1
+            total = len(eval_dataloader) if eval_dataloader is not None else "?"
+            self.training_bar.set_postfix_str(f"validation {self._scored}/{total}")
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        super().on_evaluate(args, state, control, **kwargs)
+        self._scored = 0
+        if self.training_bar is not None:
+            self.training_bar.set_postfix_str("")
+
+
 class PRMTrainer(Trainer):
     """Trains a :class:`ProcessRewardModel` on Monte-Carlo target rows (``soft_bce``) or pairs (``bradley_terry``).
 
@@ -166,6 +200,13 @@ class PRMTrainer(Trainer):
                 f"No training items: the {args.loss} loss found none in {len(train_rows)} rows "
                 f"(preference_delta={args.preference_delta})."
             )
+        if not valid_set and args.eval_strategy != "no":
+            logger.warning(
+                "No validation items (%d held-out rows from %d games): training without evaluation. Targets from "
+                "more games, or a larger validation_fraction, give a validation set.",
+                len(valid_rows), len({row.game_file for row in rows}),
+            )
+            args.eval_strategy = IntervalStrategy.NO
         super().__init__(
             model=prm.model,
             args=args,
@@ -175,6 +216,36 @@ class PRMTrainer(Trainer):
             compute_metrics=prm_metrics if args.loss == "soft_bce" else _pair_metrics,
             **kwargs,
         )
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(_ProgressBar)
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train``, with transformers' other progress bars off meanwhile: one bar on the terminal.
+
+        Each checkpoint's ``save_pretrained`` would otherwise draw its own bar ("Writing model shards") under the
+        training bar.
+        """
+        enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            if enabled:
+                hf_logging.enable_progress_bar()
+
+    def final_metrics(self) -> dict[str, Any]:
+        """Return the trained model's validation metrics (``eval_*``), scoring the validation set at most once.
+
+        The training loop's own evaluation at its last step (the end of an epoch, or of ``eval_strategy="steps"``)
+        already scored the final weights: its metrics are returned. Otherwise (``eval_strategy="no"``), the
+        validation set is scored now. Empty without a validation set.
+        """
+        if self.eval_dataset is None:
+            return {}
+        for log in reversed(self.state.log_history):
+            if log.get("step") == self.state.global_step and "eval_loss" in log:
+                return {name: value for name, value in log.items() if name.startswith("eval_")}
+        return self.evaluate()
 
     def compute_loss(
         self,
@@ -204,11 +275,12 @@ def _items(rows: Sequence[TargetRow], args: PRMConfig) -> list[dict[str, Any]]:
     return [{"chosen": c.context, "rejected": r.context} for c, r in preference_pairs(rows, args.preference_delta)]
 
 
-def prm_metrics(prediction: EvalPrediction) -> dict[str, float]:
+def prm_metrics(prediction: EvalPrediction) -> dict[str, float | None]:
     """Accuracy at 0.5 and expected calibration error against Q^, and the AUC of predicting success, from logits.
 
     The label ids are (Q^, success) per row; success is :attr:`TargetRow.success` (most rollouts through the row
-    were won), so the AUC says how well the scores rank winning actions above the others.
+    were won), so the AUC says how well the scores rank winning actions above the others. When the rows hold one
+    class only, the AUC is undefined: it is ``None`` (``null`` in JSON files), with a warning saying why.
 
     Example:
         >>> logits = np.array([2.0, -1.0, 0.5, -3.0])
@@ -219,9 +291,18 @@ def prm_metrics(prediction: EvalPrediction) -> dict[str, float]:
     logits = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1)
     q, success = (np.asarray(x, dtype=np.float64).reshape(-1) for x in prediction.label_ids)
     probabilities = 1.0 / (1.0 + np.exp(-logits))
+    positive = success > 0.5
+    auc = _auc(probabilities, positive)
+    if auc is None:
+        which = "led to success" if positive.all() else "did not lead to success"
+        logger.warning(
+            "AUC undefined (reported as None): all %d validation actions %s (most of their rollouts %s), so there "
+            "is nothing to rank. Hold out more games (validation_fraction) or collect more episodes.",
+            len(positive), which, "won" if positive.all() else "lost",
+        )
     return {
         "accuracy": float(np.mean((probabilities > 0.5) == (q > 0.5))),
-        "auc": _auc(probabilities, success > 0.5),
+        "auc": auc,
         "ece": _calibration_error(probabilities, q),
     }
 
@@ -232,11 +313,11 @@ def _pair_metrics(prediction: EvalPrediction) -> dict[str, float]:
     return {"accuracy": float(np.mean(margins > 0))}
 
 
-def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half); NaN without both classes."""
+def _auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half); None without both classes."""
     pos, neg = scores[positive], scores[~positive]
     if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
+        return None
     greater = (pos[:, None] > neg[None, :]).sum()
     ties = (pos[:, None] == neg[None, :]).sum()
     return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
@@ -256,44 +337,86 @@ def _calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int
 def train_prm(config: TrainPRMConfig) -> Path:
     """Train a PRM as ``config`` says and save it (with the configs behind it) to ``<output_dir>/model``.
 
+    Checkpoints go to ``<output_dir>/checkpoint-<step>`` every ``save_steps`` steps and at the end, with the run's
+    settings in ``<output_dir>/config.json``. With ``resume`` (the default), a run finding a complete checkpoint
+    there continues from the last one, to the same weights as a run never stopped; its settings and targets must
+    be those recorded (the device and the output folder's name may differ). Without ``resume`` the checkpoints
+    there are deleted first. The validation set is scored once at the end; the model folder, with its
+    ``training.json`` (configs, final metrics, log history), appears complete or not at all.
+
     Weights are kept in float32 and the forward passes run in bf16 autocast where the device supports it
     (CUDA with bf16, and CPUs), so small updates are not lost to bf16 rounding.
 
     Raises:
         FileNotFoundError: the targets folder or the model does not exist.
-        ValueError: the targets are empty or malformed, or give no training item.
+        ValueError: the targets are empty or malformed, or give no training item; another run is writing
+            output_dir; or its checkpoints were written with other settings or targets (named).
     """
     rows = load_targets(config.targets)
     source = load_targets_config(config.targets)  # read now: a damaged file must not wait for the end of training
-    device = resolve_device(config.device)
-    prm = ProcessRewardModel.from_pretrained(
-        config.model,
-        device=device,
-        dtype="float32",
-        prompt_config=PromptConfig(max_prompt_tokens=config.max_prompt_tokens),
-        lora=LoraSettings() if config.lora else None,
-    )
-    bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
-    args = PRMConfig(
-        output_dir=config.output_dir,
-        loss=config.loss,
-        preference_delta=config.preference_delta,
-        validation_fraction=config.validation_fraction,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        seed=config.seed,
-        bf16=bf16,
-        use_cpu=device.type == "cpu",
-        save_strategy="no",
-    )
-    trainer = PRMTrainer(prm, args, rows)
-    trainer.train()
-    metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
-    target = prm.save_pretrained(Path(config.output_dir) / "model")
-    record = {"train_prm": dataclasses.asdict(config), "targets": source,
-              "metrics": metrics, "log_history": trainer.state.log_history}
-    atomic_write_text(target / "training.json", json.dumps(record, indent=2, default=str) + "\n")
-    return target
+    record: dict[str, Any] = {
+        "train_prm": dataclasses.asdict(config),
+        "targets": source,
+        "targets_sha256": hashlib.sha256((Path(config.targets) / TARGETS_FILE).read_bytes()).hexdigest(),
+    }
+    with lock_folder(config.output_dir, "PRM training") as output_dir:
+        checkpoint = _checkpoint_to_resume(output_dir, record, config.resume)
+        device = resolve_device(config.device)
+        prm = ProcessRewardModel.from_pretrained(
+            config.model,
+            device=device,
+            dtype="float32",
+            prompt_config=PromptConfig(max_prompt_tokens=config.max_prompt_tokens),
+            lora=LoraSettings() if config.lora else None,
+        )
+        bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+        args = PRMConfig(output_dir=str(output_dir), bf16=bf16, use_cpu=device.type == "cpu", **shared_settings(config))
+        trainer = PRMTrainer(prm, args, rows)
+        atomic_write_text(output_dir / RUN_CONFIG_FILE, json.dumps(record, indent=2) + "\n")
+        if checkpoint is not None:
+            logger.info("Resuming from %s (step %d).", checkpoint, _checkpoint_step(checkpoint))
+        trainer.train(resume_from_checkpoint=checkpoint)
+        record |= {"metrics": trainer.final_metrics(), "log_history": trainer.state.log_history}
+        with atomic_directory(output_dir / "model") as model_dir:
+            prm.save_pretrained(model_dir)
+            (model_dir / "training.json").write_text(json.dumps(record, indent=2, default=str) + "\n", "utf-8")
+    return output_dir / "model"
+
+
+def _checkpoint_step(checkpoint: str) -> int:
+    """Return the optimiser step of a ``checkpoint-<step>`` folder."""
+    return int(Path(checkpoint).name.rpartition("-")[2])
+
+
+def _checkpoint_to_resume(output_dir: Path, record: dict[str, Any], resume: bool) -> str | None:
+    """Return the last complete checkpoint in ``output_dir`` to resume from, or None to start from scratch.
+
+    A checkpoint is complete once ``Trainer`` wrote its ``trainer_state.json`` (its last file); newer incomplete
+    ones (a run stopped while writing them) are deleted. Without ``resume``, every checkpoint is deleted.
+
+    Raises:
+        ValueError: the checkpoints' run had other settings or targets than ``record`` (named), or no recorded
+            settings at all.
+    """
+    while (last := get_last_checkpoint(output_dir)) is not None:
+        if not resume:
+            logger.info("Starting over (--no-resume): deleting %s.", last)
+        elif (Path(last) / "trainer_state.json").is_file():
+            break
+        else:
+            logger.warning("Deleting %s: incomplete (its run was stopped while writing it).", last)
+        shutil.rmtree(last)
+    if last is None:
+        return None
+    start_over = "or --no-resume to start over there (deleting its checkpoints), or choose another output_dir"
+    recorded_file = output_dir / RUN_CONFIG_FILE
+    if not recorded_file.is_file():
+        raise ValueError(f"{output_dir} holds {PREFIX_CHECKPOINT_DIR} folders but no {RUN_CONFIG_FILE}: "
+                         f"not a prm-gym train-prm run to resume; {start_over}.")
+    recorded = read_json_object(recorded_file, f"Use --no-resume to start over, {start_over[3:]}.")
+    ignored = {"train_prm.output_dir", "train_prm.device", "train_prm.resume", "train_prm.targets"}
+    differences = config_differences(recorded, record, ignored=ignored)
+    if differences:
+        raise ValueError(f"Cannot resume the PRM training in {output_dir}: it was run with other settings "
+                         f"({'; '.join(differences)}). Run it with the same ones to resume, {start_over}.")
+    return last
