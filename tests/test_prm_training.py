@@ -339,6 +339,18 @@ def test_cli_train_prm_resumes_from_its_last_complete_checkpoint(tmp_path, capsy
     record = json.loads((prm / "model" / "training.json").read_text())
     assert [log["step"] for log in record["log_history"] if "loss" in log] == [1, 2, 3]
 
+    # Run again: the last checkpoint is the end of the run; no step past max_steps, the same weights.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
+        assert main(train) == 0
+    assert f"Resuming from {prm / 'checkpoint-3'} (step 3)." in caplog.text
+    assert sorted(p.name for p in prm.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    again = load_file(prm / "model" / "model.safetensors")
+    for name, weights in uninterrupted.items():
+        torch.testing.assert_close(again[name], weights, rtol=1e-4, atol=1e-6)
+    record = json.loads((prm / "model" / "training.json").read_text())
+    assert [log["step"] for log in record["log_history"] if "loss" in log] == [1, 2, 3]
+
     # Other settings: refused, naming them; --no-resume starts over.
     capsys.readouterr()
     assert main([*train, "--learning-rate", "2e-3", "--seed", "1"]) == 2

@@ -30,8 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from transformers import EvalPrediction, Trainer, TrainingArguments
-from transformers.trainer_callback import ProgressCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import ProgressCallback, TrainerState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, TrainOutput, get_last_checkpoint
 from transformers.utils import logging as hf_logging
 
 from prm_gym.devices import resolve_device
@@ -219,16 +220,31 @@ class PRMTrainer(Trainer):
         if self.pop_callback(ProgressCallback) is not None:
             self.add_callback(_ProgressBar)
 
-    def train(self, *args: Any, **kwargs: Any) -> Any:
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+    ) -> TrainOutput:
         """``Trainer.train``, with transformers' other progress bars off meanwhile: one bar on the terminal.
 
         Each checkpoint's ``save_pretrained`` would otherwise draw its own bar ("Writing model shards") under the
-        training bar.
+        training bar. Resuming from the checkpoint of a finished run loads it and trains no further
+        (``Trainer.train`` would take one more step past ``max_steps``).
         """
+        if resume_from_checkpoint is True:  # the last one, as Trainer.train finds it (which fails without one)
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir) or True
+        if isinstance(resume_from_checkpoint, str):
+            state = TrainerState.load_from_json(str(Path(resume_from_checkpoint) / TRAINER_STATE_NAME))
+            if 0 < state.max_steps <= state.global_step:
+                self._load_from_checkpoint(resume_from_checkpoint)
+                self.state = state
+                loss = next((log["train_loss"] for log in reversed(state.log_history) if "train_loss" in log), None)
+                return TrainOutput(state.global_step, float("nan") if loss is None else loss, {})
         enabled = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            return super().train(*args, **kwargs)
+            return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
         finally:
             if enabled:
                 hf_logging.enable_progress_bar()
@@ -401,7 +417,7 @@ def _checkpoint_to_resume(output_dir: Path, record: dict[str, Any], resume: bool
     while (last := get_last_checkpoint(output_dir)) is not None:
         if not resume:
             logger.info("Starting over (--no-resume): deleting %s.", last)
-        elif (Path(last) / "trainer_state.json").is_file():
+        elif (Path(last) / TRAINER_STATE_NAME).is_file():
             break
         else:
             logger.warning("Deleting %s: incomplete (its run was stopped while writing it).", last)
