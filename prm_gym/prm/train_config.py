@@ -34,10 +34,10 @@ class PRMSettings:
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = 16
     gradient_accumulation_steps: int = 1
-    #: Log the training loss every this many optimiser steps.
+    #: Log the training loss every this many optimiser steps (below 1: that fraction of the run's steps).
     logging_steps: float = 10
-    #: Write a checkpoint (weights, optimiser, scheduler, random states) every this many optimiser steps, and at
-    #: the end; an interrupted run resumes from the last one.
+    #: Write a checkpoint (weights, optimiser, scheduler, random states) every this many optimiser steps (below 1:
+    #: that fraction of the run's steps), and at the end; an interrupted run resumes from the last one.
     save_steps: float = 100
     #: Keep at most this many checkpoints (the older ones are deleted once a newer one is complete).
     save_total_limit: int | None = 1
