@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import ProgressCallback, TrainerState
@@ -229,8 +230,8 @@ class PRMTrainer(Trainer):
         """``Trainer.train``, with transformers' other progress bars off meanwhile: one bar on the terminal.
 
         Each checkpoint's ``save_pretrained`` would otherwise draw its own bar ("Writing model shards") under the
-        training bar. Resuming from the checkpoint of a finished run loads it and trains no further
-        (``Trainer.train`` would take one more step past ``max_steps``).
+        training bar; log messages are written above the bar, not into it. Resuming from the checkpoint of a
+        finished run loads it and trains no further (``Trainer.train`` would take one more step past ``max_steps``).
         """
         if resume_from_checkpoint is True:  # the last one, as Trainer.train finds it (which fails without one)
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir) or True
@@ -244,7 +245,8 @@ class PRMTrainer(Trainer):
         enabled = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
+            with logging_redirect_tqdm():  # warnings (an undefined AUC) on their own line, above the bar
+                return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
         finally:
             if enabled:
                 hf_logging.enable_progress_bar()
