@@ -339,10 +339,11 @@ def test_cli_train_prm_resumes_from_its_last_complete_checkpoint(tmp_path, capsy
     record = json.loads((prm / "model" / "training.json").read_text())
     assert [log["step"] for log in record["log_history"] if "loss" in log] == [1, 2, 3]
 
-    # Run again: the last checkpoint is the end of the run; no step past max_steps, the same weights.
+    # Run again (the model spelled otherwise): the last checkpoint is the end of the run; no step past max_steps.
     caplog.clear()
+    respelled = [f"{backbone.parent}/./{backbone.name}" if arg == str(backbone) else arg for arg in train]
     with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
-        assert main(train) == 0
+        assert main(respelled) == 0
     assert f"Resuming from {prm / 'checkpoint-3'} (step 3)." in caplog.text
     assert sorted(p.name for p in prm.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
     again = load_file(prm / "model" / "model.safetensors")

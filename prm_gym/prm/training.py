@@ -358,7 +358,7 @@ def train_prm(config: TrainPRMConfig) -> Path:
     Checkpoints go to ``<output_dir>/checkpoint-<step>`` every ``save_steps`` steps and at the end, with the run's
     settings in ``<output_dir>/config.json``. With ``resume`` (the default), a run finding a complete checkpoint
     there continues from the last one, to the same weights as a run never stopped; its settings and targets must
-    be those recorded (the device and the output folder's name may differ). Without ``resume`` the checkpoints
+    be those recorded (the device and the spelling of the paths may differ). Without ``resume`` the checkpoints
     there are deleted first. The validation set is scored once at the end; the model folder, with its
     ``training.json`` (configs, final metrics, log history), appears complete or not at all.
 
@@ -372,8 +372,9 @@ def train_prm(config: TrainPRMConfig) -> Path:
     """
     rows = load_targets(config.targets)
     source = load_targets_config(config.targets)  # read now: a damaged file must not wait for the end of training
+    model = Path(config.model)  # a local model is recorded by its real path: another spelling is the same model
     record: dict[str, Any] = {
-        "train_prm": dataclasses.asdict(config),
+        "train_prm": dataclasses.asdict(config) | ({"model": str(model.resolve())} if model.exists() else {}),
         "targets": source,
         "targets_sha256": hashlib.sha256((Path(config.targets) / TARGETS_FILE).read_bytes()).hexdigest(),
     }
