@@ -263,7 +263,8 @@ class PRMTrainer(Trainer):
         for log in reversed(self.state.log_history):
             if log.get("step") == self.state.global_step and "eval_loss" in log:
                 return {name: value for name, value in log.items() if name.startswith("eval_")}
-        return self.evaluate()
+        with logging_redirect_tqdm():  # warnings above the evaluation's bar, not glued onto it
+            return self.evaluate()
 
     def compute_loss(
         self,
