@@ -15,19 +15,66 @@ from __future__ import annotations
 import json
 import re
 import textwrap
-from typing import Any
+from typing import Any, NamedTuple
 
 from prm_gym.envs.alfworld.fast.expressions import compile_expression
 
-__all__ = ["Grammar", "Nodes", "Query", "Var", "compile_grammar", "parse_grammar_document"]
+__all__ = [
+    "Conditional",
+    "Eval",
+    "Grammar",
+    "ListOf",
+    "Node",
+    "Nodes",
+    "Query",
+    "Symbol",
+    "Text",
+    "Var",
+    "compile_grammar",
+    "parse_grammar_document",
+]
 
 #: A placeholder or a variable: (name, type).
 Var = tuple[str, str]
 #: A compiled conjunctive query: ((predicate, placeholders, placeholder types), ...).
 Query = tuple[tuple[str, tuple[Var, ...], tuple[str, ...]], ...]
-#: A compiled symbol list: ("t", text) | ("n", name) | ("c", expression, query | None) | ("l", conditional),
-#: an expression being ("n", name) or ("e", evaluator) (see :func:`compile_expression`).
-Nodes = tuple[tuple[Any, ...], ...]
+
+
+class Text(NamedTuple):
+    """Literal text, output as is."""
+
+    text: str
+
+
+class Symbol(NamedTuple):
+    """A nonterminal ``#name#``, expanded by the first of its production rules whose condition holds."""
+
+    name: str
+
+
+class Eval(NamedTuple):
+    """An ``{expression}``, compiled by :func:`compile_expression`: called with ``{placeholder: Entity}``."""
+
+    evaluate: Any
+
+
+class Conditional(NamedTuple):
+    """``[expression | query]``: the expression once per solution of the query (once as is without one)."""
+
+    expression: Symbol | Eval
+    query: Query | None
+
+
+class ListOf(NamedTuple):
+    """``{[expression | query]}``: a conditional's outputs joined as a list, "a, b, and c"."""
+
+    conditional: Conditional
+
+
+#: A compiled grammar symbol (NamedTuples: as light as the tuples TextWorld's symbols are compiled into).
+Node = Text | Symbol | Conditional | ListOf
+#: A compiled symbol list.
+Nodes = tuple[Node, ...]
 
 _SKIP = re.compile(r"(?:\s+|#[^\n]*)*")
 _NAME = re.compile(r"[\w/-]+")
@@ -133,19 +180,35 @@ def _compile_symbols(text: str) -> Nodes:
     return nodes
 
 
-def _convert_symbol(symbol: Any) -> tuple[Any, ...]:
+def _convert_symbol(symbol: Any) -> Node:
+    """Compile a top-level symbol (TextWorld's ``textgen.ebnf``: list, conditional, nonterminal or terminal)."""
     from textworld.envs.pddl import textgen
 
     if isinstance(symbol, textgen.TerminalSymbol):
-        return ("t", str(symbol.symbol))
+        return Text(str(symbol.symbol))
     if isinstance(symbol, textgen.NonterminalSymbol):
-        return ("n", str(symbol.symbol))
-    if isinstance(symbol, textgen.EvalSymbol):
-        return ("e", compile_expression(symbol.expression))
-    if isinstance(symbol, textgen.ConditionalSymbol):
-        return ("c", _convert_symbol(symbol.expression), _compile_query(symbol.given) if symbol.given else None)
+        return Symbol(str(symbol.symbol))
     if isinstance(symbol, textgen.ListSymbol):
-        return ("l", _convert_symbol(symbol.symbol))
+        return ListOf(_convert_conditional(symbol.symbol))
+    return _convert_conditional(symbol)
+
+
+def _convert_conditional(symbol: Any) -> Conditional:
+    from textworld.envs.pddl import textgen
+
+    if not isinstance(symbol, textgen.ConditionalSymbol):
+        raise ValueError(f"Expected a conditional grammar symbol, got {symbol!r}.")
+    query = _compile_query(symbol.given) if symbol.given else None
+    return Conditional(_convert_expression(symbol.expression), query)
+
+
+def _convert_expression(symbol: Any) -> Symbol | Eval:
+    from textworld.envs.pddl import textgen
+
+    if isinstance(symbol, textgen.NonterminalSymbol):
+        return Symbol(str(symbol.symbol))
+    if isinstance(symbol, textgen.EvalSymbol):
+        return Eval(compile_expression(symbol.expression))
     raise ValueError(f"Unknown grammar symbol {symbol!r}.")
 
 
@@ -175,9 +238,9 @@ class Grammar:
         >>> from prm_gym.envs.alfworld.fast.pddl import load_game_json
         >>> grammar = compile_grammar(load_game_json(list_games("tiny", task_types="look")[0])["grammar"])
         >>> grammar.actions["look"]  # the command template and the feedback rule, compiled
-        ((('t', 'look'),), (('n', 'look.feedback'),))
+        ((Text(text='look'),), (Symbol(name='look.feedback'),))
         >>> grammar.intro
-        (('n', 'intro'),)
+        (Symbol(name='intro'),)
     """
 
     def __init__(self, document: str) -> None:
@@ -202,18 +265,16 @@ class Grammar:
         stack = [nodes]
         while stack:
             for node in stack.pop():
-                kind = node[0]
-                if kind == "l":
-                    node = node[1]
-                    kind = "c"
-                if kind == "c":
-                    if node[2] is not None:
-                        found.update(pred for pred, _, _ in node[2])
-                    node = node[1]
-                    kind = node[0]
-                if kind == "n" and node[1] not in seen:
-                    seen.add(node[1])
-                    for query, rhs in self.rules.get(node[1], ()):
+                expression: Node | Eval = node
+                if isinstance(node, ListOf):
+                    node = node.conditional
+                if isinstance(node, Conditional):
+                    if node.query is not None:
+                        found.update(pred for pred, _, _ in node.query)
+                    expression = node.expression
+                if isinstance(expression, Symbol) and expression.name not in seen:
+                    seen.add(expression.name)
+                    for query, rhs in self.rules.get(expression.name, ()):
                         if query is not None:
                             found.update(pred for pred, _, _ in query)
                         stack.append(rhs)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prm_gym.envs.alfworld.fast.atoms import Atom
-from prm_gym.envs.alfworld.fast.grammar import Grammar, Nodes, Query, Var
+from prm_gym.envs.alfworld.fast.grammar import Conditional, Eval, Grammar, Nodes, Query, Symbol, Text, Var
 from prm_gym.envs.alfworld.fast.pddl import Domain
 
 __all__ = ["Entity", "TextGenerator", "demangled_names", "mapping_of"]
@@ -171,37 +171,36 @@ class TextGenerator:
 
     def _expand(self, nodes: Nodes, mapping: dict[Var, Var], state: frozenset[Atom], out: list[str]) -> None:
         for node in nodes:
-            kind = node[0]
-            if kind == "t":
-                out.append(node[1])
-            elif kind == "n":
-                self._nonterminal(node[1], mapping, state, out)
-            elif kind == "c":
-                if node[2] is None:
-                    self._expression(node[1], mapping, state, out)
+            kind = type(node)  # one dispatch on the exact NamedTuple class: this loop is the hot path
+            if kind is Text:
+                out.append(node.text)  # type: ignore[union-attr]
+            elif kind is Symbol:
+                self._nonterminal(node.name, mapping, state, out)  # type: ignore[union-attr]
+            elif kind is Conditional:
+                expression, query = node  # type: ignore[misc]
+                if query is None:
+                    self._expression(expression, mapping, state, out)
                 else:
-                    for context in self.assignments(node[2], mapping, state):
-                        self._expression(node[1], context, state, out)
-            else:  # "l": a list, "a, b, and c"
-                conditional = node[1]
-                contexts = [mapping] if conditional[2] is None else self.assignments(conditional[2], mapping, state)
+                    for context in self.assignments(query, mapping, state):
+                        self._expression(expression, context, state, out)
+            else:  # ListOf: a list, "a, b, and c"
+                expression, query = node.conditional  # type: ignore[union-attr]
+                contexts = [mapping] if query is None else self.assignments(query, mapping, state)
                 if not contexts:
                     self._nonterminal("list_empty", mapping, state, out)
                 last = len(contexts) - 1
                 for i, context in enumerate(contexts):
                     if i:
                         self._nonterminal("list_last_separator" if i == last else "list_separator", mapping, state, out)
-                    self._expression(conditional[1], context, state, out)
+                    self._expression(expression, context, state, out)
 
-    def _expression(
-        self, node: tuple[Any, ...], mapping: dict[Var, Var], state: frozenset[Atom], out: list[str]
-    ) -> None:
-        if node[0] == "n":
-            self._nonterminal(node[1], mapping, state, out)
+    def _expression(self, node: Symbol | Eval, mapping: dict[Var, Var], state: frozenset[Atom], out: list[str]) -> None:
+        if type(node) is Symbol:
+            self._nonterminal(node.name, mapping, state, out)
         else:
             entities = self.entities
             variables = {ph[0]: entities[var[0]] for ph, var in mapping.items()}
-            out.append(str(node[1](variables)))
+            out.append(str(node.evaluate(variables)))  # type: ignore[union-attr]
 
     def _nonterminal(self, name: str, mapping: dict[Var, Var], state: frozenset[Atom], out: list[str]) -> None:
         rules = self.grammar.rules.get(name)
