@@ -10,10 +10,10 @@ from __future__ import annotations
 import gc
 import os
 from collections import OrderedDict
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from prm_gym.envs.alfworld.fast.atoms import Atom, negated
-from prm_gym.envs.alfworld.fast.grammar import Var, compile_grammar
+from prm_gym.envs.alfworld.fast.grammar import Nodes, Var, compile_grammar
 from prm_gym.envs.alfworld.fast.grounding import GroundGame
 from prm_gym.envs.alfworld.fast.pddl import load_game_json, parse_domain
 from prm_gym.envs.alfworld.fast.sas import GroundOperator
@@ -24,6 +24,15 @@ __all__ = ["GAME_CACHE_SIZE", "GameState", "LoadedGame", "clear_game_cache", "lo
 
 #: Games kept loaded per process (several engines on one game share it).
 GAME_CACHE_SIZE = 8
+
+
+class _ActionText(NamedTuple):
+    """An action's compiled command template and feedback rule."""
+
+    command: Nodes
+    feedback: Nodes
+    #: Whether the template reads only static facts: then each operator has one command text, kept.
+    cacheable: bool
 
 
 class GameState(NamedTuple):
@@ -91,14 +100,14 @@ class LoadedGame:
         self._parameters = {action.name: action.parameters for action in domain.actions}
         self._dynamic = dynamic
         self._command_cache: dict[tuple[str, ...], str] = {}
-        self._templates: dict[str, tuple[Any, Any, bool]] = {}
+        self._templates: dict[str, _ActionText] = {}
         self._initial: GameState | None = None
 
     def mapping(self, op: GroundOperator) -> dict[Var, Var]:
         """Return the grammar context of ``op``: its placeholders bound to its arguments."""
         return mapping_of(self._parameters[op.key[0]], op.key[1:])
 
-    def _template(self, action: str) -> tuple[Any, Any, bool]:
+    def _template(self, action: str) -> _ActionText:
         compiled = self._templates.get(action)
         if compiled is None:
             if action not in self.grammar.actions:
@@ -106,25 +115,24 @@ class LoadedGame:
             template, feedback = self.grammar.actions[action]
             # A template whose queries only read static facts gives one command per operator: cache it.
             cacheable = not (self.grammar.predicates(template) & self._dynamic)
-            compiled = self._templates[action] = (template, feedback, cacheable)
+            compiled = self._templates[action] = _ActionText(template, feedback, cacheable)
         return compiled
 
     def command(self, op: GroundOperator, text_state: frozenset[Atom]) -> str:
         """Return the command text of ``op`` in ``text_state``, as ``PddlEnv`` derives and formats it."""
         command = self._command_cache.get(op.key)
         if command is None:
-            template, _, cacheable = self._template(op.key[0])
-            command = self.text.derive(template, self.mapping(op), text_state)
+            template = self._template(op.key[0])
+            command = self.text.derive(template.command, self.mapping(op), text_state)
             if "{" in command or "}" in command:  # PddlEnv formats the command with the entity names
                 command = command.format(**{i: entity.name for i, entity in self.text.entities.items()})
-            if cacheable:
+            if template.cacheable:
                 self._command_cache[op.key] = command
         return command
 
     def feedback(self, op: GroundOperator, text_state: frozenset[Atom]) -> str:
         """Return the feedback of ``op`` once applied (``text_state`` is the state after it)."""
-        _, feedback, _ = self._template(op.key[0])
-        return self.text.derive(feedback, self.mapping(op), text_state)
+        return self.text.derive(self._template(op.key[0]).feedback, self.mapping(op), text_state)
 
     def commands(
         self, true_state: frozenset[Atom], text_state: frozenset[Atom]

@@ -9,12 +9,34 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from prm_gym.envs.alfworld.fast.atoms import Atom, AtomIndex
 from prm_gym.envs.alfworld.fast.syntax import ROOT_TYPE
 
 __all__ = ["GoalTest"]
+
+
+class _ExistsStep(NamedTuple):
+    """One join of an existential conjunction: the possible atoms of ``predicate`` matching the bound arguments."""
+
+    predicate: str
+    args: tuple[str, ...]
+    #: Argument positions (1-based, as in an atom) already bound, and their arguments (constants or variables).
+    positions: tuple[int, ...]
+    values: tuple[str, ...]
+    #: ``(position, variable, type)`` the step binds, and ``(position, variable)`` of repeats (checked).
+    new_vars: tuple[tuple[int, str, str], ...]
+    repeats: tuple[tuple[int, str], ...]
+
+
+class _ExistsPlan(NamedTuple):
+    """An existential conjunction compiled: joins, then the variables no join binds, then the other parts."""
+
+    steps: tuple[_ExistsStep, ...]
+    #: ``(variable, type)`` bound by enumerating the type's objects.
+    free: tuple[tuple[str, str], ...]
+    checks: tuple[tuple[Any, ...], ...]
 
 
 class GoalTest:
@@ -51,7 +73,7 @@ class GoalTest:
         self._possible = possible
         self._objects_by_type = objects_by_type
         self._members = {type_name: frozenset(names) for type_name, names in objects_by_type.items()}
-        self._plans: dict[tuple[int, tuple[str, ...]], tuple[list[Any], list[Any], list[Any]]] = {}
+        self._plans: dict[tuple[int, tuple[str, ...]], _ExistsPlan] = {}
         #: Fluent predicates the goal reads: an operator changing none of them leaves the goal as it was.
         self.predicates: frozenset[str] = frozenset(_formula_predicates(goal)) & fluent_predicates
 
@@ -128,7 +150,7 @@ class GoalTest:
 
         return run(0, dict(binding))
 
-    def _exists_plan(self, formula: tuple[Any, ...], bound: set[str]) -> tuple[list[Any], list[Any], list[Any]]:
+    def _exists_plan(self, formula: tuple[Any, ...], bound: set[str]) -> _ExistsPlan:
         """Compile an existential conjunction: join steps over its positive atoms, free variables, checks."""
         params = list(formula[1])
         parts: list[tuple[Any, ...]] = []
@@ -146,7 +168,7 @@ class GoalTest:
         joins = [part for part in parts if part[0] == "atom" and part[1] != "="]
         checks = [part for part in parts if not (part[0] == "atom" and part[1] != "=")]
         known = set(bound)
-        steps: list[Any] = []
+        steps: list[_ExistsStep] = []
         fluent = self._fluent
 
         def score(part: tuple[Any, ...]) -> tuple[int, int, int]:
@@ -169,10 +191,10 @@ class GoalTest:
                         new_vars.append((i + 1, a, types.get(a, ROOT_TYPE)))
                         here.add(a)
             value_args = tuple(args[i - 1] for i in positions)
-            steps.append((pred, args, positions, value_args, tuple(new_vars), tuple(repeats)))
+            steps.append(_ExistsStep(pred, args, positions, value_args, tuple(new_vars), tuple(repeats)))
             known |= here
         free = [(name, type_name) for name, type_name in params if name not in known]
-        return steps, free, checks
+        return _ExistsPlan(tuple(steps), tuple(free), tuple(checks))
 
 
 def _formula_predicates(formula: tuple[Any, ...]) -> Iterable[str]:

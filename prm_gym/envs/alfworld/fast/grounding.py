@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 
 from prm_gym.envs.alfworld.fast.atoms import Atom, AtomIndex
 from prm_gym.envs.alfworld.fast.goal import GoalTest
@@ -28,9 +28,40 @@ from prm_gym.envs.alfworld.fast.syntax import ROOT_TYPE, Literal
 
 __all__ = ["GroundGame"]
 
-#: One join step: (predicate, bound positions, their arguments, new (position, var), repeated
-#: (position, var), index kind).
-_Step = tuple[str, tuple[int, ...], tuple[str, ...], tuple[tuple[int, str], ...], tuple[tuple[int, str], ...], str]
+
+class _JoinStep(NamedTuple):
+    """One join of a relaxed precondition: the atoms of ``predicate`` matching the bound arguments."""
+
+    predicate: str
+    #: Argument positions (1-based, as in an atom) already bound, and their arguments (constants or variables).
+    positions: tuple[int, ...]
+    values: tuple[str, ...]
+    #: ``(position, variable)`` the step binds, and those of variables repeated in the literal (checked).
+    new_args: tuple[tuple[int, str], ...]
+    repeat_args: tuple[tuple[int, str], ...]
+    #: The atom index read: "delta" (atoms new this round), "fluent" (reachable) or "static".
+    kind: str
+
+
+class _JoinPlan(NamedTuple):
+    """How to find a schema's bindings: its joins in order, then the ``=`` literals to check."""
+
+    steps: tuple[_JoinStep, ...]
+    checks: tuple[Literal, ...]
+
+
+class _Schema(NamedTuple):
+    """One precondition variant of an action, prepared for grounding (with its join plans, per source)."""
+
+    action: ActionSchema
+    variant: int
+    params: tuple[tuple[str, str], ...]
+    literals: tuple[Literal, ...]
+    #: Positive fluent literals: in later rounds each reads the delta in turn.
+    fluent_pos: list[Literal]
+    adds: list[Any]
+    #: ``{source: plan}`` (``source``: the fluent literal reading the delta, None in the first round).
+    plans: dict[int | None, _JoinPlan]
 
 
 class GroundGame:
@@ -107,13 +138,13 @@ class GroundGame:
         reachable = AtomIndex(init_fluent)
         delta: list[Atom] = list(init_fluent)
         found: dict[tuple[Any, ...], tuple[ActionSchema, dict[str, str], tuple[Literal, ...]]] = {}
-        schemas: list[tuple[Any, ...]] = []
+        schemas: list[_Schema] = []
         for action in domain.actions:
             for index, (extra, literals) in enumerate(action.variants):
                 params = action.parameters + extra
                 fluent_pos = [lit for lit in literals if lit[2] and lit[0] in fluent]
                 adds = [e for e in action.effects if e.literal[2]]
-                schemas.append((action, index, params, literals, fluent_pos, adds, {}))
+                schemas.append(_Schema(action, index, params, literals, fluent_pos, adds, {}))
         first_round = True
         while first_round or delta:
             delta_index = AtomIndex(delta)
@@ -192,14 +223,14 @@ class GroundGame:
 
     def _plan(
         self, literals: tuple[Literal, ...], source: int | None, fluent_pos: list[Literal]
-    ) -> tuple[list[_Step], list[Literal]]:
+    ) -> _JoinPlan:
         """Order the joins over the positive literals; ``source`` (a fluent literal's index) reads the delta."""
         fluent = self.domain.fluent_predicates
         joins = [lit for lit in literals if lit[2] and lit[0] != "="]
         checks = [lit for lit in literals if lit[2] and lit[0] == "="]
         first = fluent_pos[source] if source is not None else None
         bound: set[str] = set()
-        steps: list[_Step] = []
+        steps: list[_JoinStep] = []
         remaining = list(joins)
 
         def score(lit: Literal) -> tuple[int, int, int]:
@@ -220,15 +251,15 @@ class GroundGame:
                     (repeat_args if a in here else new_args).append((i + 1, a))
                     here.add(a)
             kind = "delta" if best is first else ("fluent" if pred in fluent else "static")
-            steps.append((pred, positions, tuple(args[i - 1] for i in positions), tuple(new_args),
-                          tuple(repeat_args), kind))
+            values = tuple(args[i - 1] for i in positions)
+            steps.append(_JoinStep(pred, positions, values, tuple(new_args), tuple(repeat_args), kind))
             bound |= here
-        return steps, checks
+        return _JoinPlan(tuple(steps), tuple(checks))
 
     def _bindings(
         self,
         params: tuple[tuple[str, str], ...],
-        plan: tuple[list[_Step], list[Literal]],
+        plan: _JoinPlan,
         reachable: AtomIndex,
         delta_index: AtomIndex,
     ) -> list[dict[str, str]]:
