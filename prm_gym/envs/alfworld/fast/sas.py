@@ -21,6 +21,10 @@ __all__ = ["GroundOperator", "SasEffect", "SasTranslator", "Variant"]
 
 #: An SAS+ effect: (atom, value set, condition as ((atom, value), ...)).
 SasEffect = tuple[Atom, bool, tuple[tuple[Atom, bool], ...]]
+#: A ground effect before translation: (condition as ((atom, value), ...), atom).
+_CondEffect = tuple[tuple[tuple[Atom, bool], ...], Atom]
+#: Translated effect conditions: ``{atom: {value set: [condition as {atom: value}, ...]}}``.
+_ConditionsByAtom = dict[Atom, dict[bool, list[dict[Atom, bool]]]]
 
 
 class GroundOperator(NamedTuple):
@@ -109,20 +113,32 @@ class SasTranslator:
     def translate(self, variant: Variant) -> GroundOperator | None:
         """Return the variant's SAS+ operator as fast_downward's ``translate_strips_operator`` builds it.
 
-        Returns None when the operator changes nothing (fast_downward drops it).
+        Returns None when the operator changes nothing (fast_downward drops it). An action without
+        conditional effects takes the short way (:meth:`_unconditional`); otherwise the effects are grounded
+        (:meth:`_ground_effects`), their conditions translated per atom (:func:`_conditions_by_atom`) and
+        pruned against the precondition (:func:`_sas_effects`).
         """
         binding = dict(variant.binding)
         plain = self._plain.get(variant.key[0])
         if plain is not None:
             return self._unconditional(variant, *plain, binding)
-        action = self._actions[variant.key[0]]
+        adds, dels = self._ground_effects(variant, binding)
         pre = {atom: True for atom in variant.pre_true}
         pre.update((atom, False) for atom in variant.pre_false)
+        return _operator(variant, _sas_effects(_conditions_by_atom(adds, dels), pre), distinct_atoms=False)
+
+    def _ground_effects(self, variant: Variant, binding: dict[str, str]) -> tuple[list[_CondEffect], list[_CondEffect]]:
+        """Ground the action's effects: (add effects, delete effects), each ``(condition, atom)``.
+
+        Static condition literals are decided and dropped, an effect whose condition cannot hold is dropped
+        (a false static literal, an unreachable positive fluent), as are deletes of unreachable atoms and
+        deletes that are also adds under the same condition.
+        """
         fluent = self._fluent
         reachable = self._reachable
-        adds: list[tuple[tuple[tuple[Atom, bool], ...], Atom]] = []
-        dels: list[tuple[tuple[tuple[Atom, bool], ...], Atom]] = []
-        for effect in action.effects:
+        adds: list[_CondEffect] = []
+        dels: list[_CondEffect] = []
+        for effect in self._actions[variant.key[0]].effects:
             condition: list[tuple[Atom, bool]] = []
             possible = True
             for pred, args, positive in effect.condition:
@@ -145,62 +161,7 @@ class SasTranslator:
                 adds.append((tuple(condition), atom))
             elif atom in reachable:
                 dels.append((tuple(condition), atom))
-        dels = [(cond, atom) for cond, atom in dels if (cond, atom) not in adds]
-
-        by_atom: dict[Atom, dict[bool, list[dict[Atom, bool]]]] = defaultdict(lambda: defaultdict(list))
-        add_conditions: dict[Atom, list[tuple[tuple[Atom, bool], ...]]] = defaultdict(list)
-        for cond, atom in adds:
-            translated = _translate_condition(cond)
-            if translated is None:
-                continue
-            by_atom[atom][True].append(translated)
-            add_conditions[atom].append(cond)
-        del_by_atom: dict[Atom, list[dict[Atom, bool]]] = defaultdict(list)
-        for cond, atom in dels:
-            translated = _translate_condition(cond)
-            if translated is None:
-                continue
-            del_by_atom[atom].append(translated)
-        for atom, conds in del_by_atom.items():
-            no_add = _negate_dnf(add_conditions[atom])
-            if no_add is None:
-                continue  # some add effect on the atom always fires
-            for guarded in conds:
-                if guarded.get(atom, True) is not True:
-                    continue
-                guarded[atom] = True
-                for extra in no_add:
-                    merged = dict(guarded)
-                    if all(merged.setdefault(a, v) == v for a, v in extra.items()):
-                        by_atom[atom][False].append(merged)
-        effects: set[SasEffect] = set()
-        for atom, on_atom in by_atom.items():
-            pre_value = pre.get(atom)
-            for post, conds in on_atom.items():
-                if pre_value == post:
-                    continue
-                lists = [sorted(c.items()) for c in conds]
-                # prune_stupid_effect_conditions (binary variables)
-                if (not post) not in on_atom and lists != [[]]:
-                    for c in lists:
-                        while (atom, not post) in c:
-                            c.remove((atom, not post))
-                        if not c:
-                            lists = [[]]
-                            break
-                for c in lists:
-                    filtered = []
-                    contradicts = False
-                    for cond_atom, value in c:
-                        if cond_atom in pre:
-                            if pre[cond_atom] != value:
-                                contradicts = True
-                                break
-                        else:
-                            filtered.append((cond_atom, value))
-                    if not contradicts:
-                        effects.add((atom, post, tuple(filtered)))
-        return _operator(variant, effects, distinct_atoms=False)
+        return adds, [(cond, atom) for cond, atom in dels if (cond, atom) not in adds]
 
     def _unconditional(
         self, variant: Variant, adds: tuple[Literal, ...], deletes: tuple[Literal, ...], binding: dict[str, str]
@@ -220,6 +181,78 @@ class SasTranslator:
             if atom in reachable and atom not in added and atom not in variant.pre_false:
                 effects.add((atom, False, ()))
         return _operator(variant, effects, distinct_atoms=True)
+
+
+def _conditions_by_atom(adds: list[_CondEffect], dels: list[_CondEffect]) -> _ConditionsByAtom:
+    """Translate effect conditions into ``{atom: {value set: [condition, ...]}}`` as fast_downward does.
+
+    Contradictory conditions are dropped; a delete is guarded by its atom holding and by no add effect on
+    the atom firing (the negated add conditions), and dropped when some add on the atom always fires.
+    """
+    by_atom: _ConditionsByAtom = defaultdict(lambda: defaultdict(list))
+    add_conditions: dict[Atom, list[tuple[tuple[Atom, bool], ...]]] = defaultdict(list)
+    for cond, atom in adds:
+        translated = _translate_condition(cond)
+        if translated is None:
+            continue
+        by_atom[atom][True].append(translated)
+        add_conditions[atom].append(cond)
+    del_by_atom: dict[Atom, list[dict[Atom, bool]]] = defaultdict(list)
+    for cond, atom in dels:
+        translated = _translate_condition(cond)
+        if translated is None:
+            continue
+        del_by_atom[atom].append(translated)
+    for atom, conds in del_by_atom.items():
+        no_add = _negate_dnf(add_conditions[atom])
+        if no_add is None:
+            continue  # some add effect on the atom always fires
+        for guarded in conds:
+            if guarded.get(atom, True) is not True:
+                continue
+            guarded[atom] = True
+            for extra in no_add:
+                merged = dict(guarded)
+                if all(merged.setdefault(a, v) == v for a, v in extra.items()):
+                    by_atom[atom][False].append(merged)
+    return by_atom
+
+
+def _sas_effects(by_atom: _ConditionsByAtom, pre: dict[Atom, bool]) -> set[SasEffect]:
+    """Return the SAS+ effects of translated conditions, pruned as fast_downward prunes them.
+
+    An effect setting the value the precondition already requires is dropped; a condition on the effect's
+    own atom is dropped when nothing sets the other value (``prune_stupid_effect_conditions``); condition
+    literals the precondition implies are dropped, and an effect whose condition contradicts it too.
+    """
+    effects: set[SasEffect] = set()
+    for atom, on_atom in by_atom.items():
+        pre_value = pre.get(atom)
+        for post, conds in on_atom.items():
+            if pre_value == post:
+                continue
+            lists = [sorted(c.items()) for c in conds]
+            # prune_stupid_effect_conditions (binary variables)
+            if (not post) not in on_atom and lists != [[]]:
+                for c in lists:
+                    while (atom, not post) in c:
+                        c.remove((atom, not post))
+                    if not c:
+                        lists = [[]]
+                        break
+            for c in lists:
+                filtered = []
+                contradicts = False
+                for cond_atom, value in c:
+                    if cond_atom in pre:
+                        if pre[cond_atom] != value:
+                            contradicts = True
+                            break
+                    else:
+                        filtered.append((cond_atom, value))
+                if not contradicts:
+                    effects.add((atom, post, tuple(filtered)))
+    return effects
 
 
 def _translate_condition(condition: Iterable[tuple[Atom, bool]]) -> dict[Atom, bool] | None:
