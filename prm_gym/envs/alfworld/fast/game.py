@@ -7,9 +7,9 @@ one game share its :class:`LoadedGame` through :func:`load_game`'s cache.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
-from collections import OrderedDict
 from typing import NamedTuple
 
 from prm_gym.envs.alfworld.fast.atoms import Atom, negated
@@ -174,39 +174,35 @@ class LoadedGame:
         return self._initial
 
 
-_GAME_CACHE: OrderedDict[tuple[str, int, int], LoadedGame] = OrderedDict()
-
-
 def load_game(path: str) -> LoadedGame:
     """Return the game at ``path`` (an absolute path), loaded once per process while it stays in the cache.
+
+    The :data:`GAME_CACHE_SIZE` games used last stay loaded; a file changed on disk is loaded again.
 
     Raises:
         ValueError: when the file is not an ALFWorld PDDL game the fast engine supports.
     """
     stat = os.stat(path)
-    key = (path, stat.st_mtime_ns, stat.st_size)
-    game = _GAME_CACHE.get(key)
-    if game is None:
-        # Grounding allocates many small tuples that all stay alive: the cyclic GC would only slow it down.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            game = LoadedGame(path)
-        except (ValueError, LookupError, TypeError, AttributeError, RecursionError) as error:
-            # Malformed game text fails deep in parsing: one message naming the file instead.
-            detail = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
-            raise ValueError(f"Cannot play {path!r} with the fast engine: {detail}") from error
-        finally:
-            if collecting:
-                gc.enable()
-        _GAME_CACHE[key] = game
-        while len(_GAME_CACHE) > GAME_CACHE_SIZE:
-            _GAME_CACHE.popitem(last=False)
-    else:
-        _GAME_CACHE.move_to_end(key)
-    return game
+    return _load_game(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=GAME_CACHE_SIZE)
+def _load_game(path: str, mtime_ns: int, size: int) -> LoadedGame:
+    """Load the game at ``path`` (``mtime_ns`` and ``size`` only key the cache)."""
+    # Grounding allocates many small tuples that all stay alive: the cyclic GC would only slow it down.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return LoadedGame(path)
+    except (ValueError, LookupError, TypeError, AttributeError, RecursionError) as error:
+        # Malformed game text fails deep in parsing: one message naming the file instead.
+        detail = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+        raise ValueError(f"Cannot play {path!r} with the fast engine: {detail}") from error
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def clear_game_cache() -> None:
     """Forget the games kept loaded in this process."""
-    _GAME_CACHE.clear()
+    _load_game.cache_clear()

@@ -3,7 +3,8 @@
 A game's ``grammar`` field is a document of ``grammar :: <triple-quoted JSON>;`` parts (production rules)
 and ``action Name { template :: "..."; feedback :: "..."; ... }`` parts (command templates and feedback rules).
 TextWorld's ``ContextSensitiveGrammar`` re-parses grammar text with TatSu at every ``derive()``; here each
-distinct string (production, template, feedback rule, query) is parsed once per process, with TextWorld's
+distinct string (production, template, feedback rule, query) is parsed once per process (while it stays in a
+bounded ``functools.lru_cache``: training visits thousands of games), with TextWorld's
 own parsers so that the result is the same symbol by symbol, and compiled into tuples (:data:`Nodes`) that
 :class:`~prm_gym.envs.alfworld.fast.text.TextGenerator` expands. ``{expression}`` symbols are compiled by
 :func:`~prm_gym.envs.alfworld.fast.expressions.compile_expression` (a whitelist, never Python's ``eval``), so a
@@ -12,6 +13,7 @@ game file cannot run code.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import textwrap
@@ -166,18 +168,17 @@ def parse_grammar_document(text: str) -> tuple[dict[str, tuple[str, str]], dict[
     return actions, rules
 
 
-_SYMBOLS_CACHE: dict[str, Nodes] = {}
-_QUERY_CACHE: dict[str, Query] = {}
+#: Distinct strings kept compiled, per kind (games share most of theirs: a few thousand in all).
+_TEXT_CACHE_SIZE = 8192
+#: Compiled grammars kept (games share a few grammar documents).
+_GRAMMAR_CACHE_SIZE = 16
 
 
+@functools.lru_cache(maxsize=_TEXT_CACHE_SIZE)
 def _compile_symbols(text: str) -> Nodes:
-    nodes = _SYMBOLS_CACHE.get(text)
-    if nodes is None:
-        from textworld.envs.pddl import textgen
+    from textworld.envs.pddl import textgen
 
-        nodes = tuple(_convert_symbol(symbol) for symbol in textgen._parse_and_convert(text, rule_name="symbols"))
-        _SYMBOLS_CACHE[text] = nodes
-    return nodes
+    return tuple(_convert_symbol(symbol) for symbol in textgen._parse_and_convert(text, rule_name="symbols"))
 
 
 def _convert_symbol(symbol: Any) -> Node:
@@ -212,22 +213,19 @@ def _convert_expression(symbol: Any) -> Symbol | Eval:
     raise ValueError(f"Unknown grammar symbol {symbol!r}.")
 
 
+@functools.lru_cache(maxsize=_TEXT_CACHE_SIZE)
 def _compile_query(text: str) -> Query:
-    query = _QUERY_CACHE.get(text)
-    if query is None:
-        from textworld.logic import Rule
+    from textworld.logic import Rule
 
-        rule = Rule.parse_conjunctive_query(text)
-        query = tuple(
-            (
-                predicate.name,
-                tuple((ph.name, ph.type) for ph in predicate.parameters),
-                tuple(ph.type for ph in predicate.parameters),
-            )
-            for predicate in rule.preconditions
+    rule = Rule.parse_conjunctive_query(text)
+    return tuple(
+        (
+            predicate.name,
+            tuple((ph.name, ph.type) for ph in predicate.parameters),
+            tuple(ph.type for ph in predicate.parameters),
         )
-        _QUERY_CACHE[text] = query
-    return query
+        for predicate in rule.preconditions
+    )
 
 
 class Grammar:
@@ -281,15 +279,7 @@ class Grammar:
         return found
 
 
-_GRAMMAR_CACHE: dict[str, Grammar] = {}
-
-
+@functools.lru_cache(maxsize=_GRAMMAR_CACHE_SIZE)
 def compile_grammar(document: str) -> Grammar:
     """Return a ``grammar`` field compiled (cached by its text: games share most of theirs)."""
-    grammar = _GRAMMAR_CACHE.get(document)
-    if grammar is None:
-        grammar = Grammar(document)
-        if len(_GRAMMAR_CACHE) >= 16:
-            _GRAMMAR_CACHE.pop(next(iter(_GRAMMAR_CACHE)))
-        _GRAMMAR_CACHE[document] = grammar
-    return grammar
+    return Grammar(document)
