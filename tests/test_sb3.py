@@ -16,6 +16,7 @@ from prm_gym.wrappers import (
     SB3_GAMMA,
     DiscreteCommands,
     HashingFeaturizer,
+    ProcessRewardConfig,
     ProcessRewardWrapper,
     TextFeatures,
     adapt_for_sb3,
@@ -179,13 +180,11 @@ def test_monte_carlo_shaping_in_front_of_the_adapters_gives_the_text_env_rewards
     """Potential-based MC shaping: the same rewards through the adapters as on the text env, telescoping in V."""
     config = MonteCarloConfig(num_rollouts=2)
     adapted = adapt_for_sb3(tiny("look", privileged="walkthrough"), reward_model=MonteCarloRewardModel(config))
-    text = ProcessRewardWrapper(
-        tiny("look", privileged="walkthrough"), MonteCarloRewardModel(config),
-        adapted.get_wrapper_attr("_rewards").config,
-    )
+    # The adapters' default: potential-based shaping at SB3's discount, on the text env, in front of them.
+    shaping = ProcessRewardConfig(mode="shaped", gamma=SB3_GAMMA)
+    text = ProcessRewardWrapper(tiny("look", privileged="walkthrough"), MonteCarloRewardModel(config), shaping)
     _, info = adapted.reset(seed=0)
     text.reset(seed=0)
-    assert adapted.get_wrapper_attr("_rewards").config.mode == "shaped"
     values = []
     for command in info["walkthrough"]:
         index = adapted.get_wrapper_attr("commands").index(command)
