@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from prm_gym.envs.alfworld.fast.atoms import Atom, AtomIndex
-from prm_gym.envs.alfworld.fast.syntax import ROOT_TYPE
+from prm_gym.envs.alfworld.fast.syntax import ROOT_TYPE, And, AtomFormula, Exists, Forall, Formula, Imply, Not, Or
 
 __all__ = ["GoalTest"]
 
@@ -36,7 +36,8 @@ class _ExistsPlan(NamedTuple):
     steps: tuple[_ExistsStep, ...]
     #: ``(variable, type)`` bound by enumerating the type's objects.
     free: tuple[tuple[str, str], ...]
-    checks: tuple[tuple[Any, ...], ...]
+    #: The other parts of the conjunction, evaluated once every variable is bound.
+    checks: tuple[Formula, ...]
 
 
 class GoalTest:
@@ -61,7 +62,7 @@ class GoalTest:
 
     def __init__(
         self,
-        goal: tuple[Any, ...],
+        goal: Formula,
         fluent_predicates: frozenset[str],
         static_facts: frozenset[Atom],
         possible: AtomIndex,
@@ -73,6 +74,7 @@ class GoalTest:
         self._possible = possible
         self._objects_by_type = objects_by_type
         self._members = {type_name: frozenset(names) for type_name, names in objects_by_type.items()}
+        # Keyed by the quantifier node's id: the goal tree is alive as long as this test, so ids stay unique.
         self._plans: dict[tuple[int, tuple[str, ...]], _ExistsPlan] = {}
         #: Fluent predicates the goal reads: an operator changing none of them leaves the goal as it was.
         self.predicates: frozenset[str] = frozenset(_formula_predicates(goal)) & fluent_predicates
@@ -88,29 +90,30 @@ class GoalTest:
             return (pred, *args) in state
         return (pred, *args) in self._static
 
-    def _eval(self, formula: tuple[Any, ...], binding: dict[str, str], state: frozenset[Atom]) -> bool:
-        kind = formula[0]
-        if kind == "atom":
-            return self._fact(formula[1], tuple(binding.get(a, a) for a in formula[2]), state)
-        if kind == "not":
-            return not self._eval(formula[1], binding, state)
-        if kind == "and":
-            return all(self._eval(part, binding, state) for part in formula[1])
-        if kind == "or":
-            return any(self._eval(part, binding, state) for part in formula[1])
-        if kind == "imply":
-            return not self._eval(formula[1], binding, state) or self._eval(formula[2], binding, state)
-        if kind == "exists":
+    def _eval(self, formula: Formula, binding: dict[str, str], state: frozenset[Atom]) -> bool:
+        # An isinstance chain, most frequent first: this runs at every step that may change the goal.
+        if isinstance(formula, AtomFormula):
+            return self._fact(formula.predicate, tuple(binding.get(a, a) for a in formula.args), state)
+        if isinstance(formula, And):
+            return all(self._eval(part, binding, state) for part in formula.parts)
+        if isinstance(formula, Exists):
             return self._exists(formula, binding, state)
-        if kind == "forall":
-            return not self._exists(("exists", formula[1], ("not", formula[2])), binding, state)
-        raise ValueError(f"Unsupported goal construct {kind!r}.")  # pragma: no cover - parse refuses it
+        if isinstance(formula, Not):
+            return not self._eval(formula.formula, binding, state)
+        if isinstance(formula, Or):
+            return any(self._eval(part, binding, state) for part in formula.parts)
+        if isinstance(formula, Imply):
+            return not self._eval(formula.antecedent, binding, state) or self._eval(formula.consequent, binding, state)
+        # A universal quantifier: no counterexample exists (the plan is cached on the Forall node itself).
+        return not self._exists(formula, binding, state)
 
-    def _exists(self, formula: tuple[Any, ...], binding: dict[str, str], state: frozenset[Atom]) -> bool:
+    def _exists(self, formula: Exists | Forall, binding: dict[str, str], state: frozenset[Atom]) -> bool:
+        """Whether the quantifier's body (negated for ``Forall``: a counterexample) holds under some binding."""
         key = (id(formula), tuple(sorted(binding)))
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = self._exists_plan(formula, set(binding))
+            body = formula.body if isinstance(formula, Exists) else Not(formula.body)
+            plan = self._plans[key] = self._exists_plan(formula.params, body, set(binding))
         steps, free, checks = plan
         fluent = self._fluent
         static = self._static
@@ -150,35 +153,35 @@ class GoalTest:
 
         return run(0, dict(binding))
 
-    def _exists_plan(self, formula: tuple[Any, ...], bound: set[str]) -> _ExistsPlan:
-        """Compile an existential conjunction: join steps over its positive atoms, free variables, checks."""
-        params = list(formula[1])
-        parts: list[tuple[Any, ...]] = []
-        stack = [formula[2]]
+    def _exists_plan(self, quantified: tuple[tuple[str, str], ...], body: Formula, bound: set[str]) -> _ExistsPlan:
+        """Compile ``(exists quantified body)``: join steps over its positive atoms, free variables, checks."""
+        params = list(quantified)
+        parts: list[Formula] = []
+        stack = [body]
         while stack:
             part = stack.pop(0)
-            if part[0] == "and":
-                stack[0:0] = list(part[1])
-            elif part[0] == "exists" and not {name for name, _ in part[1]} & (bound | {n for n, _ in params}):
-                params += list(part[1])
-                stack.insert(0, part[2])
+            if isinstance(part, And):
+                stack[0:0] = list(part.parts)
+            elif isinstance(part, Exists) and not {name for name, _ in part.params} & (bound | {n for n, _ in params}):
+                params += list(part.params)
+                stack.insert(0, part.body)
             else:
                 parts.append(part)
         types = dict(params)
-        joins = [part for part in parts if part[0] == "atom" and part[1] != "="]
-        checks = [part for part in parts if not (part[0] == "atom" and part[1] != "=")]
+        joins = [part for part in parts if isinstance(part, AtomFormula) and part.predicate != "="]
+        checks = [part for part in parts if not (isinstance(part, AtomFormula) and part.predicate != "=")]
         known = set(bound)
         steps: list[_ExistsStep] = []
         fluent = self._fluent
 
-        def score(part: tuple[Any, ...]) -> tuple[int, int, int]:
-            unbound = len({a for a in part[2] if a.startswith("?") and a not in known})
-            return (unbound, int(part[1] in fluent), len(self._possible.lookup(part[1], (), ())))
+        def score(part: AtomFormula) -> tuple[int, int, int]:
+            unbound = len({a for a in part.args if a.startswith("?") and a not in known})
+            return (unbound, int(part.predicate in fluent), len(self._possible.lookup(part.predicate, (), ())))
 
         while joins:
             part = min(joins, key=score)
             joins.remove(part)
-            _, pred, args = part
+            pred, args = part.predicate, part.args
             positions = tuple(i + 1 for i, a in enumerate(args) if not a.startswith("?") or a in known)
             new_vars: list[tuple[int, str, str]] = []
             repeats: list[tuple[int, str]] = []
@@ -197,18 +200,18 @@ class GoalTest:
         return _ExistsPlan(tuple(steps), tuple(free), tuple(checks))
 
 
-def _formula_predicates(formula: tuple[Any, ...]) -> Iterable[str]:
-    kind = formula[0]
-    if kind == "atom":
-        yield formula[1]
-    elif kind == "not":
-        yield from _formula_predicates(formula[1])
-    elif kind in ("and", "or"):
-        for part in formula[1]:
-            yield from _formula_predicates(part)
-    elif kind == "imply":
-        yield from _formula_predicates(formula[1])
-        yield from _formula_predicates(formula[2])
-    elif kind in ("exists", "forall"):
-        yield from _formula_predicates(formula[2])
+def _formula_predicates(formula: Formula) -> Iterable[str]:
+    match formula:
+        case AtomFormula(predicate, _):
+            yield predicate
+        case Not(inner):
+            yield from _formula_predicates(inner)
+        case And(parts) | Or(parts):
+            for part in parts:
+                yield from _formula_predicates(part)
+        case Imply(antecedent, consequent):
+            yield from _formula_predicates(antecedent)
+            yield from _formula_predicates(consequent)
+        case Exists(_, body) | Forall(_, body):
+            yield from _formula_predicates(body)
 

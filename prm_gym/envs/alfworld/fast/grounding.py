@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from prm_gym.envs.alfworld.fast.atoms import Atom, AtomIndex
 from prm_gym.envs.alfworld.fast.goal import GoalTest
-from prm_gym.envs.alfworld.fast.pddl import ActionSchema, Domain, parse_problem
+from prm_gym.envs.alfworld.fast.pddl import ActionSchema, Domain, EffectSchema, parse_problem
 from prm_gym.envs.alfworld.fast.sas import GroundOperator, SasTranslator, Variant
 from prm_gym.envs.alfworld.fast.syntax import ROOT_TYPE, Literal
 
@@ -59,7 +59,7 @@ class _Schema(NamedTuple):
     literals: tuple[Literal, ...]
     #: Positive fluent literals: in later rounds each reads the delta in turn.
     fluent_pos: list[Literal]
-    adds: list[Any]
+    adds: list[EffectSchema]
     #: ``{source: plan}`` (``source``: the fluent literal reading the delta, None in the first round).
     plans: dict[int | None, _JoinPlan]
 
@@ -140,10 +140,11 @@ class GroundGame:
         found: dict[tuple[Any, ...], tuple[ActionSchema, dict[str, str], tuple[Literal, ...]]] = {}
         schemas: list[_Schema] = []
         for action in domain.actions:
-            for index, (extra, literals) in enumerate(action.variants):
-                params = action.parameters + extra
-                fluent_pos = [lit for lit in literals if lit[2] and lit[0] in fluent]
-                adds = [e for e in action.effects if e.literal[2]]
+            for index, disjunct in enumerate(action.variants):
+                params = action.parameters + disjunct.params
+                literals = disjunct.literals
+                fluent_pos = [lit for lit in literals if lit.positive and lit.predicate in fluent]
+                adds = [e for e in action.effects if e.literal.positive]
                 schemas.append(_Schema(action, index, params, literals, fluent_pos, adds, {}))
         first_round = True
         while first_round or delta:
@@ -226,17 +227,17 @@ class GroundGame:
     ) -> _JoinPlan:
         """Order the joins over the positive literals; ``source`` (a fluent literal's index) reads the delta."""
         fluent = self.domain.fluent_predicates
-        joins = [lit for lit in literals if lit[2] and lit[0] != "="]
-        checks = [lit for lit in literals if lit[2] and lit[0] == "="]
+        joins = [lit for lit in literals if lit.positive and lit.predicate != "="]
+        checks = [lit for lit in literals if lit.positive and lit.predicate == "="]
         first = fluent_pos[source] if source is not None else None
         bound: set[str] = set()
         steps: list[_JoinStep] = []
         remaining = list(joins)
 
         def score(lit: Literal) -> tuple[int, int, int]:
-            unbound = len({a for a in lit[1] if a.startswith("?") and a not in bound})
-            size = self._static.size(lit[0]) if lit[0] not in fluent else 1 << 30
-            return (unbound, int(lit[0] in fluent), size)
+            unbound = len({a for a in lit.args if a.startswith("?") and a not in bound})
+            size = self._static.size(lit.predicate) if lit.predicate not in fluent else 1 << 30
+            return (unbound, int(lit.predicate in fluent), size)
 
         while remaining:
             best = first if first is not None and first in remaining else min(remaining, key=score)
@@ -369,7 +370,9 @@ class GroundGame:
         else:
             # fast_downward: every condition is read in the old state, later effects overwrite earlier ones.
             values = {
-                atom: value for atom, value, cond in op.effects if all((a in true_state) == v for a, v in cond)
+                effect.atom: effect.value
+                for effect in op.effects
+                if all((a in true_state) == v for a, v in effect.condition)
             }
             new_true = (true_state - {a for a, v in values.items() if not v}) | {a for a, v in values.items() if v}
         return new_true, text_state.difference(op.text_del).union(op.text_add)

@@ -9,6 +9,7 @@ disjunction, existential preconditions, conditional effects, action costs); anyt
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,12 @@ from typing import Any
 from prm_gym.envs.alfworld.fast.atoms import Atom
 from prm_gym.envs.alfworld.fast.syntax import (
     ROOT_TYPE,
+    And,
+    AtomFormula,
+    Disjunct,
+    Formula,
     Literal,
+    Not,
     SExp,
     distinct_variables,
     dnf,
@@ -46,7 +52,7 @@ class EffectSchema:
         >>> domain = parse_domain(data["pddl_domain"])
         >>> take = next(action for action in domain.actions if action.name == "pickupobject")
         >>> take.effects[1]
-        EffectSchema(condition=(), literal=('holds', ('?a', '?o'), True))
+        EffectSchema(condition=(), literal=Literal(predicate='holds', args=('?a', '?o'), positive=True))
     """
 
     #: Literals of the effect's condition (empty when unconditional).
@@ -71,8 +77,8 @@ class ActionSchema:
     name: str
     #: The action's own parameters, ``(?name, type)``.
     parameters: tuple[tuple[str, str], ...]
-    #: ``(existential parameters, literals)`` per disjunct of the precondition.
-    variants: tuple[tuple[tuple[tuple[str, str], ...], tuple[Literal, ...]], ...]
+    #: The precondition's disjuncts (existential parameters and literals), one operator each.
+    variants: tuple[Disjunct, ...]
     effects: tuple[EffectSchema, ...]
 
 
@@ -88,16 +94,16 @@ def _effects(sexp: SExp, condition: tuple[Literal, ...] = ()) -> list[EffectSche
         return []  # action costs
     if head == "when":
         disjuncts = dnf(parse_formula(sexp[1]))
-        if len(disjuncts) != 1 or disjuncts[0][0]:
+        if len(disjuncts) != 1 or disjuncts[0].params:
             raise ValueError(f"Unsupported effect condition (not a conjunction of literals): {sexp[1]!r}.")
-        return _effects(sexp[2], condition + disjuncts[0][1])
+        return _effects(sexp[2], condition + disjuncts[0].literals)
     if head == "forall":
         raise ValueError(f"Universally quantified effects are not supported: {sexp!r}.")
-    formula = parse_formula(sexp)
-    if formula[0] == "atom":
-        return [EffectSchema(condition, (formula[1], formula[2], True))]
-    if formula[0] == "not" and formula[1][0] == "atom":
-        return [EffectSchema(condition, (formula[1][1], formula[1][2], False))]
+    match parse_formula(sexp):
+        case AtomFormula(predicate, args):
+            return [EffectSchema(condition, Literal(predicate, args, True))]
+        case Not(AtomFormula(predicate, args)):
+            return [EffectSchema(condition, Literal(predicate, args, False))]
     raise ValueError(f"Unsupported PDDL effect: {sexp!r}.")
 
 
@@ -125,21 +131,9 @@ class Domain:
     fluent_predicates: frozenset[str]
 
 
-_DOMAIN_CACHE: dict[str, Domain] = {}
-
-
+@functools.lru_cache(maxsize=8)
 def parse_domain(text: str) -> Domain:
-    """Parse (once per process and domain text) a PDDL domain."""
-    domain = _DOMAIN_CACHE.get(text)
-    if domain is None:
-        domain = _parse_domain(text)
-        if len(_DOMAIN_CACHE) >= 8:
-            _DOMAIN_CACHE.clear()
-        _DOMAIN_CACHE[text] = domain
-    return domain
-
-
-def _parse_domain(text: str) -> Domain:
+    """Parse a PDDL domain (once per process and domain text: the 8 domains used last stay parsed)."""
     sexp = parse_sexp(text)
     if not sexp or sexp[0] != "define":
         raise ValueError("A PDDL domain must start with '(define'.")
@@ -174,7 +168,7 @@ def _parse_domain(text: str) -> Domain:
             current = parents[current]
             chain.append(current)
         supertypes[name] = tuple(chain)
-    fluent = frozenset(effect.literal[0] for action in actions for effect in action.effects)
+    fluent = frozenset(effect.literal.predicate for action in actions for effect in action.effects)
     return Domain(supertypes, tuple(type_order), tuple(constants), tuple(actions), fluent)
 
 
@@ -192,7 +186,6 @@ def _parse_action(entry: list[SExp]) -> ActionSchema:
     return ActionSchema(name, parameters, variants, effects)
 
 
-
 @dataclass(frozen=True)
 class Problem:
     """A parsed PDDL problem.
@@ -202,16 +195,16 @@ class Problem:
         >>> data = load_game_json(list_games("tiny", task_types="look")[0])
         >>> domain = parse_domain(data["pddl_domain"])
         >>> problem = parse_problem(data["pddl_problem"], domain)
-        >>> problem.objects[0], problem.goal[0]
-        (('agent1', 'agent'), 'and')
+        >>> problem.objects[0], type(problem.goal).__name__
+        (('agent1', 'agent'), 'And')
     """
 
     #: ``(name, declared type)`` of every object, the domain's constants first.
     objects: tuple[tuple[str, str], ...]
     #: Initial facts, without duplicates, in file order (``=`` facts and numeric fluents left out).
     init: tuple[Atom, ...]
-    #: The goal formula (see :func:`parse_formula`).
-    goal: tuple[Any, ...]
+    #: The goal formula.
+    goal: Formula
 
 
 def parse_problem(text: str, domain: Domain) -> Problem:
@@ -222,7 +215,7 @@ def parse_problem(text: str, domain: Domain) -> Problem:
     """
     objects: list[tuple[str, str]] = list(domain.constants)
     init: list[Atom] = []
-    goal: tuple[Any, ...] = ("and", ())
+    goal: Formula = And(())
     for entry in parse_sexp(text)[1:]:
         if not isinstance(entry, list) or not entry:
             continue

@@ -17,14 +17,34 @@ from prm_gym.envs.alfworld.fast.atoms import Atom, negated
 from prm_gym.envs.alfworld.fast.pddl import ActionSchema
 from prm_gym.envs.alfworld.fast.syntax import Literal
 
-__all__ = ["GroundOperator", "SasEffect", "SasTranslator", "Variant"]
+__all__ = ["Condition", "GroundOperator", "SasEffect", "SasTranslator", "Variant"]
 
-#: An SAS+ effect: (atom, value set, condition as ((atom, value), ...)).
-SasEffect = tuple[Atom, bool, tuple[tuple[Atom, bool], ...]]
-#: A ground effect before translation: (condition as ((atom, value), ...), atom).
-_CondEffect = tuple[tuple[tuple[Atom, bool], ...], Atom]
+#: A conjunction of fluent literals: ``((atom, value), ...)``, as a partial assignment's items.
+Condition = tuple[tuple[Atom, bool], ...]
 #: Translated effect conditions: ``{atom: {value set: [condition as {atom: value}, ...]}}``.
 _ConditionsByAtom = dict[Atom, dict[bool, list[dict[Atom, bool]]]]
+
+
+class SasEffect(NamedTuple):
+    """An SAS+ effect: ``atom`` set to ``value`` when ``condition`` holds (always when it is empty).
+
+    A NamedTuple, so effects sort as fast_downward orders them (atom, then value, then condition).
+
+    Example:
+        >>> SasEffect(("opened", "fridge"), True, ()) < SasEffect(("opened", "fridge"), True, ((("on", "lamp"), True),))
+        True
+    """
+
+    atom: Atom
+    value: bool
+    condition: Condition
+
+
+class _CondEffect(NamedTuple):
+    """A ground effect before translation: ``atom`` added or deleted when ``condition`` holds."""
+
+    condition: Condition
+    atom: Atom
 
 
 class GroundOperator(NamedTuple):
@@ -37,7 +57,7 @@ class GroundOperator(NamedTuple):
         >>> data = load_game_json(list_games("tiny", task_types="look")[0])
         >>> game = GroundGame(parse_domain(data["pddl_domain"]), data["pddl_problem"])
         >>> go = game.applicable(game.initial_true)[0]  # go to bed 1
-        >>> [(atom[0], value) for atom, value, _ in go.effects]  # the agent arrives at the bed, leaves its start
+        >>> [(effect.atom[0], effect.value) for effect in go.effects]  # the agent arrives at the bed, leaves its start
         [('atlocation', True), ('atlocation', False)]
         >>> sorted(atom[0] for atom in go.text_add)  # TextWorld's fact set keeps a "not_" fact for the deleted one
         ['atlocation', 'not_atlocation']
@@ -103,8 +123,8 @@ class SasTranslator:
         # The add and delete literals of each action without conditional effects (the common case).
         self._plain: dict[str, tuple[tuple[Literal, ...], tuple[Literal, ...]]] = {
             name: (
-                tuple(effect.literal for effect in action.effects if effect.literal[2]),
-                tuple(effect.literal for effect in action.effects if not effect.literal[2]),
+                tuple(effect.literal for effect in action.effects if effect.literal.positive),
+                tuple(effect.literal for effect in action.effects if not effect.literal.positive),
             )
             for name, action in actions.items()
             if not any(effect.condition for effect in action.effects)
@@ -158,10 +178,10 @@ class SasTranslator:
             pred, args, positive = effect.literal
             atom = (pred, *(binding.get(a, a) for a in args))
             if positive:
-                adds.append((tuple(condition), atom))
+                adds.append(_CondEffect(tuple(condition), atom))
             elif atom in reachable:
-                dels.append((tuple(condition), atom))
-        return adds, [(cond, atom) for cond, atom in dels if (cond, atom) not in adds]
+                dels.append(_CondEffect(tuple(condition), atom))
+        return adds, [effect for effect in dels if effect not in adds]
 
     def _unconditional(
         self, variant: Variant, adds: tuple[Literal, ...], deletes: tuple[Literal, ...], binding: dict[str, str]
@@ -174,12 +194,12 @@ class SasTranslator:
         """
         get = binding.get
         added = {(pred, *[get(a, a) for a in args]) for pred, args, _ in adds}
-        effects: set[SasEffect] = {(atom, True, ()) for atom in added if atom not in variant.pre_true}
+        effects = {SasEffect(atom, True, ()) for atom in added if atom not in variant.pre_true}
         reachable = self._reachable
         for pred, args, _ in deletes:
             atom = (pred, *[get(a, a) for a in args])
             if atom in reachable and atom not in added and atom not in variant.pre_false:
-                effects.add((atom, False, ()))
+                effects.add(SasEffect(atom, False, ()))
         return _operator(variant, effects, distinct_atoms=True)
 
 
@@ -190,7 +210,7 @@ def _conditions_by_atom(adds: list[_CondEffect], dels: list[_CondEffect]) -> _Co
     the atom firing (the negated add conditions), and dropped when some add on the atom always fires.
     """
     by_atom: _ConditionsByAtom = defaultdict(lambda: defaultdict(list))
-    add_conditions: dict[Atom, list[tuple[tuple[Atom, bool], ...]]] = defaultdict(list)
+    add_conditions: dict[Atom, list[Condition]] = defaultdict(list)
     for cond, atom in adds:
         translated = _translate_condition(cond)
         if translated is None:
@@ -251,7 +271,7 @@ def _sas_effects(by_atom: _ConditionsByAtom, pre: dict[Atom, bool]) -> set[SasEf
                     else:
                         filtered.append((cond_atom, value))
                 if not contradicts:
-                    effects.add((atom, post, tuple(filtered)))
+                    effects.add(SasEffect(atom, post, tuple(filtered)))
     return effects
 
 
@@ -272,8 +292,10 @@ def _operator(variant: Variant, effects: set[SasEffect], distinct_atoms: bool) -
     if not effects:
         return None  # fast_downward drops operators that change nothing
     # fast_downward sorts effects by (variable, pre, post, condition): on one atom, True (value 0) first.
-    ordered = tuple(sorted(effects) if distinct_atoms else sorted(effects, key=lambda e: (e[0], not e[1], e[2])))
-    final = {atom: value for atom, value, _ in ordered}  # TextWorld applies them all, in order: the last one wins
+    ordered = tuple(
+        sorted(effects) if distinct_atoms else sorted(effects, key=lambda e: (e.atom, not e.value, e.condition))
+    )
+    final = {effect.atom: effect.value for effect in ordered}  # TextWorld applies them all, in order: the last one wins
     text_add: list[Atom] = []
     text_del: list[Atom] = []
     true_add: list[Atom] = []
@@ -287,7 +309,7 @@ def _operator(variant: Variant, effects: set[SasEffect], distinct_atoms: bool) -
             text_add.append(negated(atom))
             text_del.append(atom)
             true_del.append(atom)
-    plain = all(not cond for _, _, cond in ordered)
+    plain = all(not effect.condition for effect in ordered)
     return GroundOperator(
         variant.key,
         variant.pre_true,
@@ -301,7 +323,7 @@ def _operator(variant: Variant, effects: set[SasEffect], distinct_atoms: bool) -
     )
 
 
-def _negate_dnf(conditions: list[tuple[tuple[Atom, bool], ...]]) -> list[dict[Atom, bool]] | None:
+def _negate_dnf(conditions: list[Condition]) -> list[dict[Atom, bool]] | None:
     """Negate a disjunction of conditions as fast_downward's ``negate_and_translate_condition`` does.
 
     Returns None when some condition is always true.
