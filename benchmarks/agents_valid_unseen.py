@@ -1,7 +1,7 @@
 """Reference agents on ALFWorld in Table 1's layout: success % per task type and seconds per episode.
 
     python benchmarks/agents_valid_unseen.py --agents random expert                       # all 134 games
-    python benchmarks/agents_valid_unseen.py --agents hf-generate hf-loglik --games-per-type 2 --batch-size 2
+    python benchmarks/agents_valid_unseen.py --agents hf-generate hf-loglik --games-per-type 2 --num-envs 2
 
 ``random`` and ``expert`` are the floor and the ceiling; ``hf-generate`` / ``hf-loglik`` are :class:`HFAgent`
 with ``--model`` (default: the shared SmolLM2-135M-Instruct GGUF), zero-shot, greedy. With ``--games-per-type K``
@@ -20,18 +20,20 @@ from common import SHARED_GGUF, machine
 
 import prm_gym  # noqa: F401
 from prm_gym.agents import Agent, HFAgentConfig
+from prm_gym.agents.registry import make_agent
 from prm_gym.envs.alfworld.tasks import TASK_TYPES
-from prm_gym.evaluation import EpisodeResult, EvalConfig, agent_for, evaluate, format_table, summarize
+from prm_gym.evaluation import EvalConfig, evaluate, format_table, summarize
+from prm_gym.rollout import Episode
 
 
-def build(name: str, model: str, batch_size: int) -> tuple[Agent, EvalConfig]:
+def build(name: str, model: str, num_envs: int) -> tuple[Agent, EvalConfig]:
     """Return the agent ``name`` and the base config it is evaluated with."""
     if name.startswith("hf-"):
         config = EvalConfig(agent="hf", model=model, hf=HFAgentConfig(mode=name.removeprefix("hf-")))  # type: ignore[arg-type]
     else:
         config = EvalConfig(agent=name)  # type: ignore[arg-type]
-    config.batch_size = batch_size
-    return agent_for(config), config
+    config.num_envs = num_envs
+    return make_agent(config, seed=config.seed), config
 
 
 def main() -> None:
@@ -39,7 +41,7 @@ def main() -> None:
     parser.add_argument("--agents", nargs="+", default=["random", "expert", "hf-generate", "hf-loglik"])
     parser.add_argument("--split", default="valid_unseen")
     parser.add_argument("--games-per-type", type=int, default=None, help="first K games of each task type")
-    parser.add_argument("--batch-size", type=int, default=1, help="games played in lockstep")
+    parser.add_argument("--num-envs", type=int, default=1, help="games played in lockstep")
     parser.add_argument("--model", default=str(SHARED_GGUF))
     parser.add_argument("--output-dir", default="runs/bench_agents")
     args = parser.parse_args()
@@ -48,9 +50,9 @@ def main() -> None:
     rows = []
     for name in args.agents:
         start = time.perf_counter()
-        agent, base = build(name, args.model, args.batch_size)
+        agent, base = build(name, args.model, args.num_envs)
         load_s = time.perf_counter() - start
-        results: list[EpisodeResult] = []
+        results: list[Episode] = []
         start = time.perf_counter()
         for task in TASK_TYPES.values():
             config = EvalConfig(**{**vars(base), "split": args.split, "task_types": (task.label,)})
@@ -59,7 +61,7 @@ def main() -> None:
             results += evaluate(agent, config, progress=False)
         seconds = time.perf_counter() - start
         summary = summarize(results)
-        steps = sum(r.steps for r in results)
+        steps = sum(len(r.steps) for r in results)
         title = f"{agent.name} on {args.split}: {len(results)} games, {seconds / len(results):.1f} s/episode"
         print(format_table(summary, title))
         if hasattr(agent, "match_counts") and agent.match_counts:

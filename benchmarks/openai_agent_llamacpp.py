@@ -111,7 +111,7 @@ def main() -> None:
             start = time.perf_counter()
             results = evaluate(agent, eval_config)
             elapsed = time.perf_counter() - start
-        steps = sum(r.steps for r in results)
+        steps = sum(len(r.steps) for r in results)
         title = (
             f"{agent.name} (llama.cpp, {args.model.name}) on {args.split}, {len(results)} games, "
             f"cap {args.max_steps} steps"
@@ -119,7 +119,7 @@ def main() -> None:
         print(format_table(summarize(results), title))
         for r in results:
             print(
-                f"  {Path(r.game_file).parent.parent.name:<60} won={r.won!s:<5} steps={r.steps:>2} "
+                f"  {Path(r.game_file).parent.parent.name:<60} won={r.won!s:<5} steps={len(r.steps):>2} "
                 f"first actions={r.actions[:3]}"
             )
         counts, total = agent.match_counts, max(sum(agent.match_counts.values()), 1)

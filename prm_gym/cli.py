@@ -5,21 +5,28 @@ Usage::
     prm-gym data --archive ../shared/data/alfworld/json_2.1.2-tw-pddl.tar.xz
     prm-gym eval --agent random --split valid_unseen
     prm-gym collect --agent random --split train --repeats 16 --output-dir runs/rollouts
+    prm-gym export --folder runs/rollouts
     prm-gym targets --rollouts runs/rollouts --output-dir runs/targets
     prm-gym train-prm --targets runs/targets --model HuggingFaceTB/SmolLM2-135M-Instruct --output-dir runs/prm
-    prm-gym eval --agent best-of-n --reward-model runs/prm/model --split valid_unseen --batch-size 8
+    prm-gym eval --agent best-of-n --reward-model runs/prm/model --split valid_unseen --num-envs 8
+    prm-gym eval --agent openai --openai.base-url http://127.0.0.1:8080/v1 --split valid_unseen --num-envs 8
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 import tyro
 
+from prm_gym.agents.base import Agent
+from prm_gym.agents.openai_agent import ServerError
+from prm_gym.agents.registry import make_agent
 from prm_gym.envs.alfworld.data import (
     ALFWORLD_RELEASE_URL,
     SPLITS,
@@ -27,11 +34,13 @@ from prm_gym.envs.alfworld.data import (
     list_games,
     prepare_data,
 )
-from prm_gym.evaluation import EvalConfig, agent_for, evaluate, format_table, make_agent, summarize
-from prm_gym.prm.targets import TargetsConfig, compute_targets, save_targets
+from prm_gym.evaluation import EvalConfig, evaluate, format_table, summarize
+from prm_gym.io import read_jsonl, write_parquet
+from prm_gym.prm.targets import TARGETS_FILE, TargetsConfig, compute_targets, save_targets
 from prm_gym.prm.train_config import TrainPRMConfig
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts
-from prm_gym.rollout.storage import load_rollouts, load_rollouts_config
+from prm_gym.rollout.runner import RunConfig
+from prm_gym.rollout.storage import EPISODES_FILE, export_parquet, load_episodes, load_run_config
 
 
 @dataclass
@@ -60,34 +69,70 @@ def run_data(config: DataConfig) -> None:
     print(f"ALFWorld games in {target}: {counts}")
 
 
+@contextlib.contextmanager
+def agent_of(config: EvalConfig | CollectConfig) -> Iterator[Agent]:
+    """Build the agent a run's config names (:func:`~prm_gym.agents.registry.make_agent`); close it at the end."""
+    agent = make_agent(
+        config, seed=config.seed, max_episode_steps=config.max_episode_steps, env_kwargs={"backend": config.backend}
+    )
+    try:
+        yield agent
+    finally:
+        close = getattr(agent, "close", None)
+        if callable(close):
+            close()
+
+
 def run_eval(config: EvalConfig) -> None:
-    """Evaluate a reference agent and print Table 1's layout."""
-    agent = agent_for(config)
-    results = evaluate(agent, config)
-    title = f"{agent.name} on {config.split} ({len(results)} games, cap {config.max_episode_steps} steps)"
-    print(format_table(summarize(results), title))
+    """Evaluate an agent and print Table 1's layout."""
+    with agent_of(config) as agent, _resumable(config):
+        episodes = evaluate(agent, config)
+    title = f"{agent.name} on {config.split} ({len(episodes)} games, cap {config.max_episode_steps} steps)"
+    print(format_table(summarize(episodes), title))
+
+
+def run_collect(config: CollectConfig) -> None:
+    """Collect the rollouts (resuming in the folder) and say how many episodes it holds."""
+    with agent_of(config) as agent, _resumable(config):
+        folder = collect_rollouts(agent, config)
+    episodes = load_episodes(folder)
+    won = sum(episode.won for episode in episodes)
+    print(f"{len(episodes)} episodes ({won} won) in {folder}")
+
+
+@contextlib.contextmanager
+def _resumable(config: RunConfig) -> Iterator[None]:
+    """Turn Ctrl-C into a line saying what was kept and how to resume (exit status 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if config.output_dir is None:
+            print("prm-gym: interrupted (nothing was written: no output_dir).", file=sys.stderr)
+        else:
+            kept = f"whole groups of episodes are kept in {config.output_dir}"
+            print(f"prm-gym: interrupted: {kept}; run the same command again to resume.", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 @dataclass
-class CollectCommand(CollectConfig):
-    """Roll an agent out on ALFWorld games, each game `repeats` times, into a resumable rollouts folder."""
+class ExportConfig:
+    """Write a Parquet copy of a folder's rows (episodes or targets), for `datasets`, pandas or a hub upload."""
 
-    #: The agent: "random" picks admissible commands uniformly, "walkthrough" replays the gold commands,
-    #: "expert" follows them and replans with a PDDL planner once off them.
-    agent: Literal["random", "walkthrough", "expert"] = "random"
+    #: An episodes folder (`prm-gym collect` or `eval --output-dir`) or a targets folder (`prm-gym targets`).
+    folder: str = "runs/rollouts"
 
 
-def run_collect(config: CollectCommand) -> None:
-    """Collect the rollouts (resuming in the folder) and say how many episodes it holds."""
-    try:
-        folder = collect_rollouts(lambda env_index: make_agent(config.agent), config)
-    except KeyboardInterrupt:
-        kept = f"whole episodes are kept in {config.output_dir}"
-        print(f"prm-gym: interrupted: {kept}; run the same command again to resume.", file=sys.stderr)
-        raise SystemExit(130) from None
-    episodes = load_rollouts(folder)
-    won = sum(episode.won for episode in episodes)
-    print(f"{len(episodes)} episodes ({won} won) in {folder}")
+def run_export(config: ExportConfig) -> None:
+    """Write episodes.parquet or targets.parquet beside the folder's JSON lines and say where."""
+    folder = Path(config.folder)
+    if (folder / EPISODES_FILE).is_file():
+        target = export_parquet(folder)
+    elif (folder / TARGETS_FILE).is_file():
+        target = write_parquet(folder / "targets.parquet", read_jsonl(folder / TARGETS_FILE))
+    else:
+        missing = f"{folder} holds neither {EPISODES_FILE} nor {TARGETS_FILE}"
+        raise ValueError(f"{missing}: give an episodes folder (collect, eval) or a targets folder (targets).")
+    print(f"Wrote {target} (load it with datasets.load_dataset('parquet', data_files='{target}'))")
 
 
 @dataclass
@@ -102,8 +147,8 @@ class TargetsCommand(TargetsConfig):
 
 def run_targets(config: TargetsCommand) -> None:
     """Compute the targets, save them with the rollouts' config, and summarise them."""
-    source = load_rollouts_config(config.rollouts)
-    episodes = load_rollouts(config.rollouts)
+    source = load_run_config(config.rollouts)
+    episodes = load_episodes(config.rollouts)
     targets = compute_targets(episodes, config, progress=True)
     folder = save_targets(targets, config.output_dir, config, source=source)
     states = len({row.state_key for row in targets})
@@ -126,7 +171,8 @@ def run_train_prm(config: TrainPRMConfig) -> None:
 _COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "data": (DataConfig, run_data),
     "eval": (EvalConfig, run_eval),
-    "collect": (CollectCommand, run_collect),
+    "collect": (CollectConfig, run_collect),
+    "export": (ExportConfig, run_export),
     "targets": (TargetsCommand, run_targets),
     "train-prm": (TrainPRMConfig, run_train_prm),
 }
@@ -145,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = next(run for cls, run in _COMMANDS.values() if isinstance(config, cls))
     try:
         run(config)
-    except (DataNotFoundError, ImportError, OSError, ValueError) as error:
+    except (DataNotFoundError, ImportError, OSError, ServerError, ValueError) as error:
         print(f"prm-gym: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "read_json_object",
     "read_jsonl",
     "recover_directory",
+    "write_parquet",
 ]
 
 #: The lock file a run holds in the folder it writes (:func:`lock_folder`).
@@ -251,6 +252,28 @@ def append_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_parquet(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write ``rows`` (JSON-like dicts, one per row) to a Parquet file, atomically; return its path.
+
+    Column types are inferred from every row (a column that is ``None`` in some rows and text in others is text),
+    so the file loads with ``datasets.load_dataset("parquet", data_files=...)`` or ``pandas.read_parquet``.
+
+    Raises:
+        ImportError: without ``pyarrow`` (the ``llm`` extra installs it, with ``datasets``).
+        ValueError: when there are no rows.
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as error:
+        raise ImportError("Writing Parquet needs `pyarrow`: pip install 'prm-gym[llm]'") from error
+    if not rows:
+        raise ValueError(f"No rows to write to {path}.")
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(list(rows)), buffer)
+    return atomic_write_bytes(path, buffer.getvalue().to_pybytes())
 
 
 def read_jsonl(path: str | os.PathLike[str], *, repair: bool = False) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ def test_reasons_with_unicode_line_separators_resume(tmp_path):
     whole = evaluate(ReasoningWalkthrough(), config, progress=False)
     assert "\u2028" in (tmp_path / "episodes.jsonl").read_text(encoding="utf-8")
     assert evaluate(ReasoningWalkthrough(), config, progress=False) == whole
-    assert _lines(tmp_path) == 6  # nothing replayed
+    assert _lines(tmp_path) == sum(len(episode.steps) for episode in whole)  # nothing replayed
 
 
 def test_a_moved_folder_and_another_device_or_data_dir_spelling_resume(tmp_path, alfworld_data_dir):
@@ -48,7 +48,7 @@ def test_a_moved_folder_and_another_device_or_data_dir_spelling_resume(tmp_path,
     shutil.move(first, moved)
     again = dataclasses.replace(config, output_dir=str(moved), device="auto", data_dir=None)
     assert evaluate(RandomAgent(0), again, progress=False) == whole
-    assert _lines(moved) == 2  # nothing replayed
+    assert _lines(moved) == 2 * 3  # nothing replayed
 
 
 def test_a_refused_resume_names_each_differing_setting_and_the_remedy(tmp_path, capsys):
@@ -58,9 +58,9 @@ def test_a_refused_resume_names_each_differing_setting_and_the_remedy(tmp_path, 
     status, err = _error(capsys, "--agent", "random", "--split", "tiny", "--num-games", "2", "--hf.temperature",
                          "0.5", "--output-dir", folder)
     assert status == 2 and err == [
-        f"prm-gym: error: {tmp_path} holds an evaluation of another config (agent: 'walkthrough' there, 'random' "
-        "here; hf.temperature: 0.0 there, 0.5 here; num_games: 1 there, 2 here): choose another output_dir, or the "
-        "same settings to resume it."
+        f"prm-gym: error: {tmp_path} holds another run (num_games: 1 there, 2 here; agent: 'walkthrough' there, "
+        "'random' here; hf.temperature: 0.0 there, 0.5 here; agent name: 'walkthrough' there, 'random' here): "
+        "choose another output_dir, or the same settings to resume it."
     ]
 
 
@@ -68,9 +68,10 @@ def test_episodes_of_other_games_are_refused(tmp_path):
     config = EvalConfig(agent="walkthrough", split="tiny", num_games=2, output_dir=str(tmp_path))
     evaluate(WalkthroughAgent(), config, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
-    rows[0]["game_file"], rows[1]["game_file"] = rows[1]["game_file"], rows[0]["game_file"]
+    for row in rows:
+        row["game_file"] = row["game_file"].replace("trial_", "other_trial_")
     (tmp_path / "episodes.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    with pytest.raises(ValueError, match="Line 1 of .*episodes.jsonl played game 0 on .*the games differ"):
+    with pytest.raises(ValueError, match="episode '0:0' was played on .*other_trial_.*the games differ"):
         evaluate(WalkthroughAgent(), config, progress=False)
 
 
@@ -79,7 +80,7 @@ def test_a_folder_being_written_by_another_evaluation_is_refused(tmp_path, capsy
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running evaluation holds it
         status, err = _error(capsys, "--agent", "walkthrough", "--split", "tiny", "--output-dir", str(tmp_path))
     assert status == 2 and err == [
-        f"prm-gym: error: {tmp_path} is being written by another evaluation; wait for it to end, or choose another "
+        f"prm-gym: error: {tmp_path} is being written by another run; wait for it to end, or choose another "
         "output_dir."
     ]
     assert not (tmp_path / "episodes.jsonl").exists()
@@ -87,10 +88,11 @@ def test_a_folder_being_written_by_another_evaluation_is_refused(tmp_path, capsy
 
 @pytest.mark.parametrize("num_games", ["0", "-1"])
 def test_num_games_below_1_is_refused(capsys, num_games):
-    status, err = _error(capsys, "--agent", "walkthrough", "--split", "tiny", "--num-games", num_games)
-    assert status == 2 and err == [
-        f"prm-gym: error: `num_games` should be at least 1 (or unset for all games). Received {num_games}."
-    ]
+    with pytest.raises(SystemExit) as exit_status:  # tyro checks the flags: one box, exit status 2
+        main(["eval", "--agent", "walkthrough", "--split", "tiny", "--num-games", num_games])
+    assert exit_status.value.code == 2
+    message = " ".join(capsys.readouterr().err.split())  # the box wraps long lines
+    assert f"`num_games` should be at least 1 (or unset for all games). Received {num_games}." in message
 
 
 def test_task_types_that_select_no_game_are_one_clear_line(tmp_path, capsys):
@@ -108,7 +110,7 @@ def test_a_damaged_config_json_is_one_line_naming_it(tmp_path, capsys, content, 
     status, err = _error(capsys, "--agent", "walkthrough", "--split", "tiny", "--output-dir", str(tmp_path))
     assert status == 2 and len(err) == 1
     assert err[0].startswith(f"prm-gym: error: {tmp_path / 'config.json'} {problem}")
-    assert err[0].endswith("Evaluate into a new output_dir.")
+    assert err[0].endswith("Write the run into a new output_dir.")
 
 
 def test_a_damaged_byte_in_episodes_is_one_line_naming_the_line(tmp_path, capsys):

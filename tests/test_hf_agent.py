@@ -15,7 +15,8 @@ from conftest import SHARED_GGUF, SHARED_TOKENIZER, tiny_llama  # noqa: E402
 import prm_gym  # noqa: E402, F401
 from prm_gym.agents import HFAgent, HFAgentConfig  # noqa: E402
 from prm_gym.agents.hf_agent import _ActionLineComplete  # noqa: E402
-from prm_gym.evaluation import EvalConfig, agent_for, evaluate  # noqa: E402
+from prm_gym.agents.registry import make_agent  # noqa: E402
+from prm_gym.evaluation import EvalConfig, evaluate  # noqa: E402
 from prm_gym.prm import Context  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not SHARED_TOKENIZER.is_dir(), reason=f"no shared tokenizer at {SHARED_TOKENIZER}")
@@ -42,10 +43,10 @@ def states() -> list[Context]:
 def assert_played_admissibly(results, cap: int) -> None:
     """No tiny game can be won within ``cap`` steps (their walkthroughs take 4 to 8), so each episode must run to
     the cap; replayed in its game, every action must be admissible where it was sent."""
-    assert [(r.won, r.steps) for r in results] == [(False, cap)] * len(results)
+    assert [(r.won, len(r.steps)) for r in results] == [(False, cap)] * len(results)
     env = gym.make("prm_gym/ALFWorld-v0", split="tiny", privileged=("walkthrough",))
     for result in results:
-        _, info = env.reset(options={"game": result.index})
+        _, info = env.reset(options={"game": result.game_index})
         assert info["game_file"] == result.game_file and len(info["walkthrough"]) > cap
         for action in result.actions:
             assert action in info["admissible_commands"]
@@ -203,13 +204,13 @@ def test_eval_config_builds_the_hf_agent_and_policy(lm, tmp_path: Path) -> None:
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="needs `model`"):
-        agent_for(EvalConfig(agent="hf"))
-    agent = agent_for(EvalConfig(agent="hf", model=str(tmp_path), hf=HFAgentConfig(mode="loglik"), device="cpu"))
+        make_agent(EvalConfig(agent="hf"))
+    agent = make_agent(EvalConfig(agent="hf", model=str(tmp_path), hf=HFAgentConfig(mode="loglik"), device="cpu"))
     assert isinstance(agent, HFAgent) and agent.config.mode == "loglik"
     hf = HFAgentConfig(max_new_tokens=8)
-    best_of = agent_for(EvalConfig(agent="best-of-n", policy="hf", model=str(tmp_path), hf=hf, n=3, device="cpu"))
+    best_of = make_agent(EvalConfig(agent="best-of-n", policy="hf", model=str(tmp_path), hf=hf, n=3, device="cpu"))
     assert isinstance(best_of.policy, HFAgent) and best_of.name.startswith(f"best-of-3({tmp_path.name}-generate")
-    config = EvalConfig(split="tiny", num_games=2, max_episode_steps=2, batch_size=2)
+    config = EvalConfig(split="tiny", num_games=2, max_episode_steps=2, num_envs=2)
     results = evaluate(best_of, config, progress=False)
     assert_played_admissibly(results, cap=2)
 
@@ -235,6 +236,6 @@ def test_shared_smollm2_plays_tiny_games(mode: str, tmp_path_factory: pytest.Tem
     agent = HFAgent.from_pretrained(
         SHARED_GGUF, HFAgentConfig(mode=mode, max_new_tokens=32), device="cpu", dtype="bf16", cache_dir=cache
     )
-    config = EvalConfig(split="tiny", num_games=2, max_episode_steps=3, batch_size=2)
+    config = EvalConfig(split="tiny", num_games=2, max_episode_steps=3, num_envs=2)
     results = evaluate(agent, config, progress=False)
     assert_played_admissibly(results, cap=3)

@@ -21,7 +21,8 @@ def modules_after(code: str) -> set[str]:
         "import prm_gym, prm_gym.prm",
         "from prm_gym.prm import Context, TargetsConfig, compute_targets",
         "import prm_gym.agents, prm_gym.rollout, prm_gym.wrappers, prm_gym.envs.alfworld.data",
-        "from prm_gym.rollout import MonteCarloRewardModel, load_rollouts",
+        "from prm_gym.rollout import MonteCarloRewardModel, load_episodes, episodes_dataset",
+        "from prm_gym.agents.registry import AgentConfig, make_agent",
     ],
 )
 def test_the_light_modules_import_no_engine_and_no_torch(code):
@@ -48,11 +49,12 @@ def test_the_lazy_names_are_the_classes_and_unknown_names_fail():
     from prm_gym.agents.expert_agent import ExpertAgent
     from prm_gym.envs.alfworld.env import BACKENDS, ALFWorldEnv
     from prm_gym.rollout.collect import collect_rollouts
+    from prm_gym.rollout.runner import run_episodes
 
     assert prm_gym.ALFWorldEnv is prm_gym.envs.ALFWorldEnv is prm_gym.envs.alfworld.ALFWorldEnv is ALFWorldEnv
     assert prm_gym.envs.alfworld.BACKENDS == BACKENDS
     assert prm_gym.agents.ExpertAgent is ExpertAgent
-    assert prm_gym.rollout.collect_rollouts is collect_rollouts
+    assert prm_gym.rollout.collect_rollouts is collect_rollouts and prm_gym.rollout.run_episodes is run_episodes
     for module in (prm_gym, prm_gym.agents, prm_gym.envs, prm_gym.envs.alfworld, prm_gym.rollout):
         with pytest.raises(AttributeError, match="no attribute 'Nope'"):
             module.Nope  # noqa: B018 - the attribute access is the test

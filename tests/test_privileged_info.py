@@ -108,7 +108,7 @@ def test_contexts_and_prompts_never_carry_privileged_info():
 @pytest.mark.parametrize("agent", [WalkthroughAgent(), RandomAgent(seed=0)], ids=["walkthrough", "random"])
 def test_evaluation_and_collection_ask_their_envs_for_what_the_agent_declares(agent, monkeypatch, tmp_path):
     from prm_gym import evaluation
-    from prm_gym.rollout import collect
+    from prm_gym.rollout import collect, runner
 
     asked = []
 
@@ -119,13 +119,12 @@ def test_evaluation_and_collection_ask_their_envs_for_what_the_agent_declares(ag
 
         return make_and_record
 
-    monkeypatch.setattr(evaluation.gym, "make", recording(gym.make))
-    monkeypatch.setattr(collect.gym, "make_vec", recording(gym.make_vec))
+    monkeypatch.setattr(runner.gym, "make_vec", recording(gym.make_vec))
     results = evaluation.evaluate(agent, evaluation.EvalConfig(split="tiny", num_games=2), progress=False)
     config = collect.CollectConfig(split="tiny", num_games=1, repeats=1, num_envs=1, vectorization="sync",
                                    output_dir=str(tmp_path))
-    collect.collect_rollouts(lambda index: agent, config, progress=False)
-    assert asked == [("make", agent.privileged), ("make_vec", agent.privileged)] and len(results) == 2
+    collect.collect_rollouts(agent, config, progress=False)
+    assert asked == [("make_vec", agent.privileged)] * 2 and len(results) == 2
 
 
 def test_best_of_n_asks_for_what_its_policy_needs():

@@ -27,7 +27,7 @@ from prm_gym.prm.targets import (  # noqa: E402
 )
 from prm_gym.prm.training import PRMConfig, PRMTrainer, prm_metrics, split_by_game  # noqa: E402
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts  # noqa: E402
-from prm_gym.rollout.storage import load_rollouts  # noqa: E402
+from prm_gym.rollout.storage import load_episodes  # noqa: E402
 
 
 class Sloppy(Agent):
@@ -51,9 +51,10 @@ class Sloppy(Agent):
 
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory):
-    config = CollectConfig(split="tiny", num_games=3, repeats=8, num_envs=2, vectorization="sync",
+    # One episode per group: each is seeded on its own, the dataset the assertions below were sized on.
+    config = CollectConfig(split="tiny", num_games=3, repeats=8, num_envs=1, vectorization="sync",
                            max_episode_steps=10, backend="fast", output_dir=str(tmp_path_factory.mktemp("rollouts")))
-    episodes = load_rollouts(collect_rollouts(lambda i: Sloppy(i), config, progress=False))
+    episodes = load_episodes(collect_rollouts(Sloppy(), config, progress=False))
     assert 0 < sum(e.won for e in episodes) < len(episodes)
     rows = compute_targets(episodes, TargetsConfig())
     first_steps = [row for row in rows if not row.context.history]
@@ -339,9 +340,18 @@ def test_cli_train_prm_resumes_from_its_last_complete_checkpoint(tmp_path, capsy
     record = json.loads((prm / "model" / "training.json").read_text())
     assert [log["step"] for log in record["log_history"] if "loss" in log] == [1, 2, 3]
 
-    # Run again (the model spelled otherwise): the last checkpoint is the end of the run; no step past max_steps.
+    # Run again (the model spelled otherwise): the run finished with these settings, nothing is loaded or trained.
     caplog.clear()
     respelled = [f"{backbone.parent}/./{backbone.name}" if arg == str(backbone) else arg for arg in train]
+    with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
+        assert main(respelled) == 0
+    assert "trained with these settings and targets already" in caplog.text and "Resuming" not in caplog.text
+    assert load_file(prm / "model" / "model.safetensors").keys() == uninterrupted.keys()
+
+    # As if killed after its last checkpoint, before the model was written: that checkpoint is the end of the run;
+    # resumed from it, with no step past max_steps.
+    shutil.rmtree(prm / "model")
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
         assert main(respelled) == 0
     assert f"Resuming from {prm / 'checkpoint-3'} (step 3)." in caplog.text
@@ -363,6 +373,45 @@ def test_cli_train_prm_resumes_from_its_last_complete_checkpoint(tmp_path, capsy
         assert main([*train, "--seed", "1", "--no-resume"]) == 0
     assert "Starting over (--no-resume)" in caplog.text and "Resuming" not in caplog.text
     assert json.loads((prm / "config.json").read_text())["train_prm"]["seed"] == 1
+
+
+def test_rerunning_a_finished_training_returns_its_metrics_without_scoring(targets, tmp_path, monkeypatch, caplog):
+    from prm_gym.prm import training
+    from prm_gym.prm.targets import save_targets
+
+    backbone = tiny_prm().save_pretrained(tmp_path / "backbone")
+    save_targets(targets, tmp_path / "targets", TargetsConfig())
+    config = training.TrainPRMConfig(targets=str(tmp_path / "targets"), model=str(backbone), max_steps=2,
+                                     validation_fraction=0.34, seed=1, max_prompt_tokens=256, device="cpu",
+                                     output_dir=str(tmp_path / "prm"))
+    scored = count_scoring(monkeypatch)
+    loads = []
+    from_pretrained = training.ProcessRewardModel.from_pretrained
+
+    def counting_from_pretrained(*args, **kwargs):
+        loads.append(args)
+        return from_pretrained(*args, **kwargs)
+
+    monkeypatch.setattr(training.ProcessRewardModel, "from_pretrained", counting_from_pretrained)
+    model = training.train_prm(config)
+    record_file = model / training.TRAINING_RECORD_FILE
+    recorded = record_file.read_bytes()
+    metrics = json.loads(recorded)["metrics"]
+    assert {"eval_loss", "eval_accuracy", "eval_ece"} <= set(metrics) and sum(scored) > 0 and len(loads) == 1
+
+    # The same run again: it finished, so no model is loaded, no validation batch scored, nothing rewritten.
+    scored.clear()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
+        assert training.train_prm(dataclasses.replace(config, device="auto")) == model
+    assert scored == [] and len(loads) == 1 and record_file.read_bytes() == recorded
+    assert f"{model} was trained with these settings and targets already" in caplog.text
+    assert training._describe_metrics(metrics) in caplog.text  # the recorded metrics, said as the first run said them
+
+    # Asked to retrain (--no-resume), it trains and scores again.
+    with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
+        assert training.train_prm(dataclasses.replace(config, resume=False)) == model
+    assert sum(scored) > 0 and len(loads) == 2 and "Starting over (--no-resume)" in caplog.text
 
 
 def test_one_progress_bar_during_training_and_validation(targets, tmp_path, monkeypatch):

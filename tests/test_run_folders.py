@@ -5,7 +5,7 @@ import pytest
 from prm_gym.agents import Decision, WalkthroughAgent
 from prm_gym.cli import main
 from prm_gym.rollout import CollectConfig, collect_rollouts
-from prm_gym.rollout.storage import load_rollouts
+from prm_gym.rollout.storage import load_episodes
 
 COLLECT = ("--agent", "walkthrough", "--split", "tiny", "--repeats", "1", "--num-envs", "1", "--vectorization", "sync")
 
@@ -33,14 +33,14 @@ def rollouts(tmp_path, capsys):
 
 def test_rollouts_with_unicode_line_separators_read_back(tmp_path):
     config = CollectConfig(split="tiny", repeats=1, num_envs=1, vectorization="sync", output_dir=str(tmp_path))
-    collect_rollouts(lambda env_index: ReasoningWalkthrough(), config, progress=False)
-    episodes = load_rollouts(tmp_path)
+    collect_rollouts(ReasoningWalkthrough(), config, progress=False)
+    episodes = load_episodes(tmp_path)
     assert len(episodes) == 6 and episodes[0].steps[0].context.reason == "go\u2028on\u2029then\u0085stop"
-    assert collect_rollouts(lambda env_index: ReasoningWalkthrough(), config, progress=False) == tmp_path  # resumes
+    assert collect_rollouts(ReasoningWalkthrough(), config, progress=False) == tmp_path  # resumes
 
 
 def test_a_damaged_byte_in_rollouts_is_one_line_naming_the_line(rollouts, tmp_path, capsys):
-    file = rollouts / "rollouts.jsonl"
+    file = rollouts / "episodes.jsonl"
     lines = file.read_bytes().split(b"\n")
     lines[1] = lines[1].replace(b'"task"', b'"t\xffsk"')
     file.write_bytes(b"\n".join(lines))
@@ -60,7 +60,7 @@ def test_a_damaged_rollouts_config_is_one_line_naming_it(rollouts, tmp_path, cap
         status, err = _run(capsys, *args)
         assert status == 2 and err == [
             f"prm-gym: error: {config} is not UTF-8 text (byte 14): it was damaged or not written by prm-gym. "
-            "Collect into a new output_dir."
+            "Write the run into a new output_dir."
         ]
 
 

@@ -5,7 +5,8 @@ An agent's core is :meth:`Agent.decide`: a batch of independent :class:`~prm_gym
 reason) per context out. That is the batched form for vector envs and for Best-of-N. :meth:`Agent.act` is the
 single-env form of the Gymnasium loop: it keeps the episode's context itself, from the reset's ``info`` on.
 An agent that needs privileged ``info`` (an oracle that reads the walkthrough) names it in :attr:`Agent.privileged`;
-whoever makes its envs asks for it: ``gym.make(env_id, privileged=agent.privileged)``.
+whoever makes its envs asks for it: ``gym.make(env_id, privileged=agent.privileged)``, and hands each episode's
+reset ``info`` to :meth:`Agent.start_episode`.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class Agent(ABC):
     def act(self, observation: str, info: Mapping[str, Any]) -> str:
         """Return the next command, given what the env returned last (the reset's on an episode's first turn)."""
         if self._context is None:
-            self._start_episode(info)
+            self.start_episode(info)
             context = Context.from_reset(observation, info)
         else:
             context = self._context.advance(observation, info)
@@ -84,8 +85,11 @@ class Agent(ABC):
         self._context = context.propose(decision.action, decision.reason)
         return decision.action
 
-    def _start_episode(self, info: Mapping[str, Any]) -> None:
-        """Read the reset's ``info`` at an episode's start: check that it has the privileged entries the agent needs.
+    def start_episode(self, info: Mapping[str, Any]) -> None:
+        """Read an episode's reset ``info``: check that it has the privileged entries the agent needs.
+
+        :meth:`act` calls it on an episode's first turn; whoever plays episodes through :meth:`decide` (the
+        episode runner) calls it at each episode's reset, so that an agent can keep what it needs of ``info``.
 
         Raises:
             ValueError: naming the missing entries and how to make the env hand them out.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from prm_gym.agents.base import Agent, Decision
 from prm_gym.prm.base import RewardModel, checked_scores
@@ -49,6 +50,11 @@ class BestOfNAgent(Agent):
         """Forget the episode and reset the policy (with ``seed``)."""
         super().reset(seed)
         self.policy.reset(seed)
+
+    def start_episode(self, info: Mapping[str, Any]) -> None:
+        """Hand the episode's reset ``info`` to the policy (and check what it needs of it)."""
+        super().start_episode(info)
+        self.policy.start_episode(info)
 
     def decide(self, contexts: Sequence[Context]) -> list[Decision]:
         """Return, for each context, the highest-scoring of the policy's deduplicated samples."""

@@ -37,10 +37,12 @@ class WalkthroughAgent(Agent):
     """Plays the game's walkthrough while the episode follows it; ``fallback`` once it does not.
 
     The walkthrough is privileged: the env must hand it out (``privileged=("walkthrough",)``, see
-    :attr:`~prm_gym.agents.base.Agent.privileged`), and :meth:`act` raises on a reset ``info`` without it. In the
-    Gymnasium loop (:meth:`act`) the agent plays the ``info``'s walkthrough. Contexts must carry their ``game_file``
-    (those built from an env's ``info`` do): a game the agent got no ``info`` of has its walkthrough read from the
-    game (:func:`walkthrough_of`), as when :meth:`decide` is given contexts alone (evaluation, Monte-Carlo rollouts).
+    :attr:`~prm_gym.agents.base.Agent.privileged`), and :meth:`start_episode` raises on a reset ``info`` without
+    it. In the Gymnasium loop (:meth:`act`) and in the episode runner (evaluation, collection), which hand each
+    reset's ``info`` to :meth:`start_episode`, the agent plays the ``info``'s walkthrough. Contexts must carry their
+    ``game_file`` (those built from an env's ``info`` do): a game the agent got no ``info`` of has its walkthrough
+    read from the game (:func:`walkthrough_of`), as when :meth:`decide` is given contexts alone (Monte-Carlo
+    rollouts).
 
     Example:
         >>> import gymnasium as gym, prm_gym
@@ -76,9 +78,9 @@ class WalkthroughAgent(Agent):
         """Return the decision where the episode left the walkthrough (or used it up): ``fallback``."""
         return Decision(self.fallback)
 
-    def _start_episode(self, info: Mapping[str, Any]) -> None:
+    def start_episode(self, info: Mapping[str, Any]) -> None:
         """Check the reset's ``info`` (see :class:`~prm_gym.agents.base.Agent`) and keep its walkthrough."""
-        super()._start_episode(info)
+        super().start_episode(info)
         if info.get("game_file"):
             self._walkthroughs[str(info["game_file"])] = tuple(info["walkthrough"])
 

@@ -248,7 +248,7 @@ def compute_targets(
     """Return the Monte-Carlo Q target of every (state, action) of ``episodes``, in order of first visit.
 
     Args:
-        episodes: Rollouts (:func:`prm_gym.rollout.load_rollouts`, or any :class:`EpisodeRecord`); each step's
+        episodes: Rollouts (:func:`prm_gym.rollout.load_episodes`, or any :class:`EpisodeRecord`); each step's
             context has its action.
         config: Discount, outcomes and ``min_visits`` (the paper's defaults when omitted).
         progress: Show a progress bar over episodes.
