@@ -4,6 +4,8 @@
 action) is rendered by :func:`~prm_gym.prm.prompt.render_text`, and Q(s, a) = sigmoid(logit) of a one-logit
 sequence-classification head (decoders read it at the last real token, encoders at the first). Training uses the
 same :meth:`ProcessRewardModel.encode` and :meth:`ProcessRewardModel.logits`, so train and test inputs match.
+Scoring reads a token prefix that several contexts share (the N candidate actions of one state) only once
+(:mod:`prm_gym.prm.shared_prefix`); ``shared_prefix=False`` turns that off.
 Models load from a Hugging Face directory, a hub id, or a GGUF file (converted once to safetensors in a cache
 folder); weights are read and written as safetensors only, nothing is unpickled.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -30,6 +33,7 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 from prm_gym.checkpoints import ensure_pad_token, load_pretrained, max_positions, resolve_source, token_batches
 from prm_gym.devices import resolve_device, resolve_dtype
 from prm_gym.io import atomic_directory
+from prm_gym.prm import shared_prefix as sharing
 from prm_gym.prm.context import Context
 from prm_gym.prm.prompt import PromptConfig, encode_contexts
 
@@ -37,6 +41,8 @@ if TYPE_CHECKING:
     from peft import LoraConfig
 
 __all__ = ["SETTINGS_FILE", "LoraSettings", "ProcessRewardModel", "head_logits"]
+
+logger = logging.getLogger(__name__)
 
 
 #: The file beside the weights that holds the prompt config and the model settings.
@@ -73,8 +79,12 @@ class ProcessRewardModel:
     """Scores (state, action) contexts with a language model and a one-logit head: Q(s, a) = sigmoid(logit).
 
     Contexts are scored in batches of at most ``max_batch_tokens`` padded tokens, longest first, under
-    ``torch.inference_mode()``; results come back in input order. Load with :meth:`from_pretrained` (a model
-    directory, a hub id or a GGUF file), or wrap a sequence-classification model with ``num_labels=1``.
+    ``torch.inference_mode()``; results come back in input order. Contexts whose tokens share a long prefix
+    (the candidate actions of one state) are scored on it: the prefix runs once, then each context's tail
+    against its cached keys and values, which gives the full forwards' scores at a fraction of the cost
+    (``shared_prefix=False`` turns it off; models it cannot handle, such as encoders, get full forwards).
+    Load with :meth:`from_pretrained` (a model directory, a hub id or a GGUF file), or wrap a
+    sequence-classification model with ``num_labels=1``.
 
     Example:
         >>> from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
@@ -98,6 +108,7 @@ class ProcessRewardModel:
         prompt_config: PromptConfig | None = None,
         max_batch_tokens: int = 8192,
         lora: LoraSettings | LoraConfig | None = None,
+        shared_prefix: bool = True,
     ) -> None:
         """Wrap ``model`` (a one-logit sequence classifier) and its ``tokenizer``; add LoRA when ``lora`` is set.
 
@@ -125,8 +136,13 @@ class ProcessRewardModel:
         self.tokenizer = tokenizer
         #: How contexts are rendered; saved with the model.
         self.prompt_config = prompt_config or PromptConfig()
-        #: Most padded tokens in one scoring batch (one row longer than this still goes alone).
+        #: Most padded tokens in one scoring batch (one row longer than this still goes alone); a batch of tails
+        #: scored on a shared prefix counts the prefix once per row (each row holds its keys and values).
         self.max_batch_tokens = max_batch_tokens
+        #: Score contexts that share a token prefix on one forward of it (see :mod:`prm_gym.prm.shared_prefix`);
+        #: the scores are the full forwards' up to rounding. Models that cannot share get full forwards.
+        self.shared_prefix = shared_prefix
+        self._unshareable: str | None = None  # why this model cannot share prefixes, once found
 
     @classmethod
     def from_pretrained(
@@ -139,6 +155,7 @@ class ProcessRewardModel:
         prompt_config: PromptConfig | None = None,
         max_batch_tokens: int | None = None,
         lora: LoraSettings | LoraConfig | None = None,
+        shared_prefix: bool = True,
         trust_remote_code: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> ProcessRewardModel:
@@ -153,6 +170,7 @@ class ProcessRewardModel:
             prompt_config: How to render contexts; default: the saved one, else :class:`PromptConfig`'s defaults.
             max_batch_tokens: Scoring batch budget; default: the saved one, else 8192.
             lora: Wrap the backbone with LoRA adapters (for training).
+            shared_prefix: Score contexts that share a token prefix on one forward of it (see the class).
             trust_remote_code: Let transformers run model code shipped with the checkpoint.
             cache_dir: Folder of converted GGUF models; default :func:`prm_gym.checkpoints.default_cache_dir`.
 
@@ -184,6 +202,7 @@ class ProcessRewardModel:
             prompt_config=prompt_config or saved_prompt,
             max_batch_tokens=max_batch_tokens if max_batch_tokens is not None else saved_max_batch_tokens or 8192,
             lora=lora,
+            shared_prefix=shared_prefix,
         )
 
     @property
@@ -244,18 +263,37 @@ class ProcessRewardModel:
             ValueError: when a context proposes no action, or renders longer than the model's positions.
         """
         token_ids = self._tokenize(contexts)
-        scores = [0.0] * len(token_ids)
+        logits = [0.0] * len(token_ids)
+        groups, alone = self._shared_groups(token_ids)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                for rows in token_batches([len(ids) for ids in token_ids], self.max_batch_tokens):
-                    probabilities = torch.sigmoid(self.logits(self._pad([token_ids[i] for i in rows])))
-                    for row, probability in zip(rows, probabilities.tolist(), strict=True):
-                        scores[row] = probability
+                for group in groups:
+                    shared = sharing.group_logits(self.model, token_ids, group, self.max_batch_tokens)
+                    for row, logit in zip(group.rows, shared, strict=True):
+                        logits[row] = logit
+                for rows in token_batches([len(token_ids[i]) for i in alone], self.max_batch_tokens):
+                    batch = [alone[i] for i in rows]
+                    batch_logits = self.logits(self._pad([token_ids[i] for i in batch]))
+                    for row, logit in zip(batch, batch_logits.tolist(), strict=True):
+                        logits[row] = logit
         finally:
             self.model.train(was_training)
-        return scores
+        return torch.sigmoid(torch.tensor(logits, dtype=torch.float32)).tolist()
+
+    def _shared_groups(self, token_ids: list[list[int]]) -> tuple[list[sharing.PrefixGroup], list[int]]:
+        """Return the groups of rows to score on a shared prefix and the rows for full forwards."""
+        everything: tuple[list[sharing.PrefixGroup], list[int]] = ([], list(range(len(token_ids))))
+        if not self.shared_prefix or len(token_ids) < 2:
+            return everything
+        if self._unshareable is None:
+            self._unshareable = sharing.unsupported(self.model) or ""
+            if self._unshareable:
+                logger.warning("Scoring with full forwards, no shared prefixes: %s.", self._unshareable)
+        if self._unshareable:
+            return everything
+        return sharing.plan_groups(token_ids, self.model.config.get_text_config().pad_token_id)
 
     def _tokenize(self, contexts: Sequence[Context]) -> list[list[int]]:
         for i, context in enumerate(contexts):
