@@ -38,7 +38,7 @@ from prm_gym.agents.parsing import parse_response
 from prm_gym.checkpoints import ensure_pad_token, load_pretrained, max_positions, resolve_source, token_batches
 from prm_gym.devices import resolve_device, resolve_dtype
 from prm_gym.prm.context import Context
-from prm_gym.prm.prompt import encode_contexts, encode_text, render_text
+from prm_gym.prm.prompt import encode_answers, encode_contexts
 
 __all__ = ["HFAgent"]
 
@@ -264,24 +264,13 @@ class HFAgent(Agent):
     def _answer_ids(self, commands: Sequence[str]) -> list[list[int]]:
         """Return the tokens of the assistant's answer ``ACTION: <command>`` for each command, as rendered.
 
-        The answer is what the rendered context gains when a command is proposed (the chat template's
-        end-of-turn included), found once per call on a one-turn context that no token budget truncates: the
-        text around a marker command, with each command put in its place.
+        Raises:
+            ValueError: when the chat template cannot tell answers from prompts (use mode='generate').
         """
-        probe, marker = Context(task="", observation="."), "\x00"
-        prompt = render_text(probe, self.tokenizer, self.config.prompt)
-        full = render_text(probe.propose(marker), self.tokenizer, self.config.prompt)
-        if not full.startswith(prompt) or full.count(marker) != 1:
-            raise ValueError(
-                "The tokenizer's chat template does not extend the generation prompt with the answer, so "
-                "loglik mode cannot score commands with it; use mode='generate'."
-            )
-        before, after = full[len(prompt) :].split(marker)
-        # Without a chat template nothing ends the answer: the eos token does, so that "go to desk 1" is not
-        # scored as a prefix of "go to desk 10".
-        after += "" if self.tokenizer.chat_template else self.tokenizer.eos_token or ""
-        answers = [before + command + after for command in commands]
-        return [encode_text(self.tokenizer, answer, add_special_tokens=False) for answer in answers]
+        try:
+            return encode_answers(commands, self.tokenizer, self.config.prompt)
+        except ValueError as error:
+            raise ValueError(f"{error} Loglik mode cannot score commands with it; use mode='generate'.") from None
 
     # Shared.
 

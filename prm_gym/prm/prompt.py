@@ -30,6 +30,7 @@ __all__ = [
     "SYSTEM_PROMPT",
     "PromptConfig",
     "clean_text",
+    "encode_answers",
     "encode_contexts",
     "encode_text",
     "format_action",
@@ -204,6 +205,35 @@ def encode_contexts(
             fit = _Fit(tokenizer, config, positions, reserve, reserved_by)
             raise ValueError(_too_long(f"contexts[{i}]", contexts[i], len(row), fit))
     return ids
+
+
+def encode_answers(
+    commands: Sequence[str], tokenizer: Tokenizer, config: PromptConfig | None = None
+) -> list[list[int]]:
+    """Return the tokens of the assistant's answer ``ACTION: <command>`` for each command, as rendered.
+
+    The answer is what a rendered context gains when a command is proposed (the chat template's end-of-turn
+    included): a policy's prompt (:func:`encode_contexts` of a context without action) followed by these tokens is
+    what the policy scores (loglik), generates, and is fine-tuned on. It is found once per call on a one-turn
+    context that no token budget truncates: the text around a marker command, with each command put in its
+    place. Without a chat template nothing ends the answer, so the eos token does ("go to desk 1" is then not a
+    prefix of "go to desk 10").
+
+    Raises:
+        ValueError: when the chat template does not extend the generation prompt with the answer.
+    """
+    config = config or PromptConfig()
+    probe, marker = Context(task="", observation="."), "\x00"
+    prompt = render_text(probe, tokenizer, config)
+    full = render_text(probe.propose(marker), tokenizer, config)
+    if not full.startswith(prompt) or full.count(marker) != 1:
+        raise ValueError(
+            "The tokenizer's chat template does not extend the generation prompt with the answer, so a policy's "
+            "answers cannot be told apart from its prompt with it."
+        )
+    before, after = full[len(prompt) :].split(marker)
+    after += "" if tokenizer.chat_template else getattr(tokenizer, "eos_token", None) or ""
+    return [encode_text(tokenizer, before + command + after, add_special_tokens=False) for command in commands]
 
 
 def _render(context: Context, tokenizer: Tokenizer, config: PromptConfig, drop_turns: int) -> str:
