@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned, so that nothing pulls another build of it in (the CPU wheel on the project's machines).
 	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install --quiet -e ".[llm,sb3,dev]"
+	$(BIN)/pip install --quiet -e ".[llm,sb3,ray,dev]"
 	touch $@
 
 install: $(BIN)/.installed

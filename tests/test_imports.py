@@ -1,11 +1,12 @@
-"""Importing the package is light: no game engine, no torch, until an env, the expert or a model is used."""
+"""Importing the package is light: no game engine, no torch, until an env, the expert or a model is used; no Ray
+unless a run asks for its executor."""
 
 import subprocess
 import sys
 
 import pytest
 
-HEAVY = ("textworld", "alfworld", "jericho", "torch", "transformers")
+HEAVY = ("textworld", "alfworld", "jericho", "torch", "transformers", "ray")
 
 
 def modules_after(code: str) -> set[str]:
@@ -38,6 +39,16 @@ def test_the_envs_still_register_and_load_on_first_use():
         "assert type(env.unwrapped) is prm_gym.ALFWorldEnv and issubclass(prm_gym.TextWorldEnv, prm_gym.TextGameEnv)"
     )
     assert modules_after(code) == {"textworld", "alfworld", "jericho"}
+
+
+def test_a_local_run_does_not_import_ray():
+    code = (
+        "from prm_gym.agents import RandomAgent\n"
+        "from prm_gym.evaluation import EvalConfig, evaluate\n"
+        "config = EvalConfig(agent='random', split='tiny', num_games=2, num_envs=2, max_episode_steps=2)\n"
+        "assert len(evaluate(RandomAgent(), config, progress=False)) == 2"
+    )
+    assert "ray" not in modules_after(code)
 
 
 def test_the_lazy_names_are_the_classes_and_unknown_names_fail():

@@ -19,13 +19,20 @@ the episodes played beside it. Groups fixed by the spec order make that determin
 group's episodes are appended in one write when it ends, a rerun skips the groups found there and replays any
 other group whole, so a resumed run ends with exactly the episodes of an uninterrupted one, stochastic agents
 included. ``num_envs`` is therefore part of what defines a run (``vectorization`` is not).
+
+Where groups are played (``executor``): here, one after another on one vector env, or on Ray actors
+(:mod:`prm_gym.rollout.ray_executor`, imported only then), each with its own vector env and agent. Either way
+:func:`run_episodes` alone decides which groups to play and appends each finished group once, so both executors
+write the same folder, and a folder started with one resumes with the other.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Mapping, Sequence
+import logging
+import time
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,12 +52,14 @@ from prm_gym.rollout.storage import Episode, Step, append_episodes, prepare_fold
 
 __all__ = ["EXECUTION_FIELDS", "EpisodeSpec", "RunConfig", "make_envs", "play_group", "run_episodes"]
 
+logger = logging.getLogger(__name__)
+
 #: Settings that say how or where episodes are played, not which: a folder resumes whatever they are. The games are
 #: compared one by one (by task folder, trial and file), so ``data_dir`` may move.
 EXECUTION_FIELDS = (
     "output_dir", "data_dir", "device", "vectorization", "hf.max_batch_tokens", "openai.base_url",
     "openai.api_key_env", "openai.timeout_s", "openai.max_retries", "openai.backoff_s", "openai.backoff_factor",
-    "openai.backoff_max_s", "openai.max_concurrency",
+    "openai.backoff_max_s", "openai.max_concurrency", "executor", "ray_address", "ray_actors", "ray_gpus_per_actor",
 )  # fmt: skip
 #: What a waiting sub-env is sent (an empty command: "Nothing happens.").
 _IDLE_ACTION = ""
@@ -80,12 +89,21 @@ class RunConfig:
     data_dir: str | None = None
     #: Where episodes.jsonl and config.json go (and resume from); nothing is written without.
     output_dir: str | None = None
+    #: Where groups are played: "local" (here) or "ray" (Ray actors, each with its own envs and agent).
+    executor: Literal["local", "ray"] = "local"
+    #: Ray: the cluster to join ("auto", "ray://head:10001"); without it a local Ray instance starts.
+    ray_address: str | None = None
+    #: Ray: actors, each with a vector env and an agent (default: one per CPU of the cluster).
+    ray_actors: int | None = None
+    #: Ray: GPUs each actor reserves for its agent (0.25: four actors share a GPU).
+    ray_gpus_per_actor: float = 0.0
 
     def __post_init__(self) -> None:
         """Check the settings.
 
         Raises:
-            ValueError: on a count below 1, or an unknown vectorization or backend.
+            ValueError: on a count below 1, a negative GPU share, or an unknown vectorization, backend or
+                executor.
         """
         for name in ("num_envs", "max_episode_steps"):
             if getattr(self, name) < 1:
@@ -96,6 +114,12 @@ class RunConfig:
             raise ValueError(f"`vectorization` should be 'sync' or 'async'. Received {self.vectorization!r}.")
         if self.backend not in BACKENDS:
             raise ValueError(f"`backend` should be one of {BACKENDS}. Received {self.backend!r}.")
+        if self.executor not in ("local", "ray"):
+            raise ValueError(f"`executor` should be 'local' or 'ray'. Received {self.executor!r}.")
+        if self.ray_actors is not None and self.ray_actors < 1:
+            raise ValueError(f"`ray_actors` should be at least 1 (or unset: one per CPU). Received {self.ray_actors}.")
+        if self.ray_gpus_per_actor < 0:
+            raise ValueError(f"`ray_gpus_per_actor` should be 0 or more. Received {self.ray_gpus_per_actor}.")
 
     def games(self) -> list[Path]:
         """Return the games the run plays, in order (game index = position)."""
@@ -133,7 +157,8 @@ def run_episodes(
 
     With ``config.output_dir``, the folder is locked while the run writes there, its config and games are
     checked (:func:`~prm_gym.rollout.storage.prepare_folder`), groups whose episodes are all there are not played
-    again, and each played group is appended when it ends.
+    again, and each played group is appended when it ends (with ``executor="ray"``, in the order groups end; an
+    episode is never appended twice). The end logs a summary: episodes per second (and groups retried on Ray).
 
     Args:
         agent: The policy; one instance plays every episode (reset at each group's start).
@@ -150,6 +175,7 @@ def run_episodes(
 
     Raises:
         ValueError: when the folder holds another run, or the agent returns the wrong number of decisions.
+        ImportError: ``executor="ray"`` without Ray (the ``ray`` extra).
     """
     games = config.games()
     missing = [spec.game_index for spec in specs if not 0 <= spec.game_index < len(games)]
@@ -173,17 +199,40 @@ def run_episodes(
         with tqdm(total=len(specs), initial=done, desc=desc, unit="episode", disable=not progress) as bar:
             if not pending:
                 return played
-            envs = make_envs(config, games, min(config.num_envs, len(specs)), agent.privileged)
-            stack.callback(envs.close)
-            for group in pending:
-                episodes = play_group(envs, agent, group)
+            start, num_envs, count = time.perf_counter(), min(config.num_envs, len(specs)), 0
+            retried: list[Sequence[EpisodeSpec]] = []
+            if config.executor == "ray":
+                from prm_gym.rollout.ray_executor import play_on_ray  # Ray: imported only when asked for
+
+                ended = play_on_ray(agent, config, pending, num_envs, retried=retried.append)
+            else:
+                ended = _play_here(agent, config, games, pending, num_envs)
+            for episodes in stack.enter_context(contextlib.closing(ended)):
                 new = [episode for episode in episodes if episode.episode_id not in finished]
+                finished.update(episode.episode_id for episode in new)
                 if output is not None:
                     append_episodes(output, new)
                 if keep:
                     played += new
                 bar.update(len(new))
-    return played
+                count += len(new)
+            seconds = time.perf_counter() - start
+            retries = f", {len(retried)} groups retried" if config.executor == "ray" else ""
+            logger.info("%s: %d episodes in %.1f s (%.2f episodes/s%s)", desc, count, seconds, count / seconds, retries)
+    order = {spec.episode_id: index for index, spec in enumerate(specs)}
+    return sorted(played, key=lambda episode: order[episode.episode_id])
+
+
+def _play_here(
+    agent: Agent, config: RunConfig, games: Sequence[Path], groups: Sequence[Sequence[EpisodeSpec]], num_envs: int
+) -> Generator[list[Episode], None, None]:
+    """Play ``groups`` one after another on one vector env of ``num_envs`` sub-envs (the local executor)."""
+    envs = make_envs(config, games, num_envs, agent.privileged)
+    try:
+        for group in groups:
+            yield play_group(envs, agent, group)
+    finally:
+        envs.close()
 
 
 def make_envs(config: RunConfig, games: Sequence[Path], num_envs: int, privileged: Sequence[str] = ()) -> VectorEnv:
