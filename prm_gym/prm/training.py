@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 #: The file in ``train-prm``'s output_dir recording the run's settings, which a resumed run must match.
 RUN_CONFIG_FILE = "config.json"
+#: The file in the trained model's folder recording its run: settings, targets, final metrics, log history.
+TRAINING_RECORD_FILE = "training.json"
+#: Settings a rerun may change and still continue the recorded run (where it runs, how a path is spelled).
+_NOT_COMPARED = frozenset({"train_prm.output_dir", "train_prm.device", "train_prm.resume", "train_prm.targets"})
 
 
 @dataclass
@@ -359,9 +363,11 @@ def train_prm(config: TrainPRMConfig) -> Path:
     Checkpoints go to ``<output_dir>/checkpoint-<step>`` every ``save_steps`` steps and at the end, with the run's
     settings in ``<output_dir>/config.json``. With ``resume`` (the default), a run finding a complete checkpoint
     there continues from the last one, to the same weights as a run never stopped; its settings and targets must
-    be those recorded (the device and the spelling of the paths may differ). Without ``resume`` the checkpoints
-    there are deleted first. The validation set is scored once at the end; the model folder, with its
-    ``training.json`` (configs, final metrics, log history), appears complete or not at all.
+    be those recorded (the device and the spelling of the paths may differ). A run that already finished with
+    them (its model folder is there) returns at once: no model loaded, no validation pass; its recorded
+    metrics are logged. Without ``resume`` the checkpoints there are deleted first and the model trained again.
+    The validation set is scored once at the end; the model folder, with its ``training.json`` (configs, final
+    metrics, log history), appears complete or not at all.
 
     Weights are kept in float32 and the forward passes run in bf16 autocast where the device supports it
     (CUDA with bf16, and CPUs), so small updates are not lost to bf16 rounding.
@@ -380,6 +386,11 @@ def train_prm(config: TrainPRMConfig) -> Path:
         "targets_sha256": hashlib.sha256((Path(config.targets) / TARGETS_FILE).read_bytes()).hexdigest(),
     }
     with lock_folder(config.output_dir, "PRM training") as output_dir:
+        finished = _finished_run(output_dir, record) if config.resume else None
+        if finished is not None:
+            logger.info("%s was trained with these settings and targets already (--no-resume trains it again); %s",
+                        output_dir / "model", _describe_metrics(finished.get("metrics") or {}))
+            return output_dir / "model"
         checkpoint = _checkpoint_to_resume(output_dir, record, config.resume)
         device = resolve_device(config.device)
         prm = ProcessRewardModel.from_pretrained(
@@ -399,8 +410,35 @@ def train_prm(config: TrainPRMConfig) -> Path:
         record |= {"metrics": trainer.final_metrics(), "log_history": trainer.state.log_history}
         with atomic_directory(output_dir / "model") as model_dir:
             prm.save_pretrained(model_dir)
-            (model_dir / "training.json").write_text(json.dumps(record, indent=2, default=str) + "\n", "utf-8")
+            (model_dir / TRAINING_RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", "utf-8")
+        logger.info("Trained %s; %s", output_dir / "model", _describe_metrics(record["metrics"]))
     return output_dir / "model"
+
+
+def _finished_run(output_dir: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the training record of the run finished in ``output_dir`` if it had ``record``'s settings and targets.
+
+    None when there is no trained model there (the run has not finished: the model folder appears complete or
+    not at all), or when it was trained otherwise (then the checkpoints decide: resumed, or refused).
+    """
+    recorded_file = output_dir / "model" / TRAINING_RECORD_FILE
+    if not recorded_file.is_file():
+        return None
+    recorded = read_json_object(recorded_file, "Use --no-resume to train it again, or choose another output_dir.")
+    return None if config_differences(recorded, record, ignored=_NOT_COMPARED) else recorded
+
+
+def _describe_metrics(metrics: Mapping[str, Any]) -> str:
+    """Say a run's validation metrics in one line (an undefined one, like the AUC of one class, as "undefined").
+
+    Example:
+        >>> _describe_metrics({"eval_loss": 0.6931, "eval_auc": None}), _describe_metrics({})
+        ('validation: eval_loss 0.6931, eval_auc undefined', 'no validation set')
+    """
+    if not metrics:
+        return "no validation set"
+    described = (f"{name} {'undefined' if value is None else format(value, '.4g')}" for name, value in metrics.items())
+    return "validation: " + ", ".join(described)
 
 
 def _checkpoint_step(checkpoint: str) -> int:
@@ -434,8 +472,7 @@ def _checkpoint_to_resume(output_dir: Path, record: dict[str, Any], resume: bool
         raise ValueError(f"{output_dir} holds {PREFIX_CHECKPOINT_DIR} folders but no {RUN_CONFIG_FILE}: "
                          f"not a prm-gym train-prm run to resume; {start_over}.")
     recorded = read_json_object(recorded_file, f"Use --no-resume to start over, {start_over[3:]}.")
-    ignored = {"train_prm.output_dir", "train_prm.device", "train_prm.resume", "train_prm.targets"}
-    differences = config_differences(recorded, record, ignored=ignored)
+    differences = config_differences(recorded, record, ignored=_NOT_COMPARED)
     if differences:
         raise ValueError(f"Cannot resume the PRM training in {output_dir}: it was run with other settings "
                          f"({'; '.join(differences)}). Run it with the same ones to resume, {start_over}.")
