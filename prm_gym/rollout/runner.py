@@ -216,9 +216,9 @@ def run_episodes(
                     played += new
                 bar.update(len(new))
                 count += len(new)
-            seconds = time.perf_counter() - start
-            retries = f", {len(retried)} groups retried" if config.executor == "ray" else ""
-            logger.info("%s: %d episodes in %.1f s (%.2f episodes/s%s)", desc, count, seconds, count / seconds, retries)
+        seconds = time.perf_counter() - start
+        retries = f", {len(retried)} groups retried" if config.executor == "ray" else ""
+        logger.info("%s: %d episodes in %.1f s (%.2f episodes/s%s)", desc, count, seconds, count / seconds, retries)
     order = {spec.episode_id: index for index, spec in enumerate(specs)}
     return sorted(played, key=lambda episode: order[episode.episode_id])
 
