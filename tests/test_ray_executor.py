@@ -111,3 +111,10 @@ def test_an_agents_error_reaches_the_caller_as_itself_and_plain_run_configs_ship
     with pytest.raises(ValueError, match="random returned 0 decisions for 1 contexts"):
         run_episodes(Silent(), config, [EpisodeSpec(0), EpisodeSpec(1)], run="eval", progress=False)
     assert "Ray actor died" not in caplog.text  # not retried
+
+
+@pytest.mark.parametrize(("changes", "room"), [({"ray_actors": 3}, 2), ({"ray_gpus_per_actor": 0.5}, 0)])
+def test_more_actors_than_the_cluster_holds_is_one_clear_error(changes, room):
+    config = RunConfig(split="tiny", num_games=2, executor="ray", **changes)
+    with pytest.raises(ValueError, match=f"The Ray cluster has room for {room} actors .* lower ray_actors"):
+        run_episodes(RandomAgent(), config, [EpisodeSpec(0), EpisodeSpec(1)], run="eval", progress=False)

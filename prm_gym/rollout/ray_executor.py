@@ -126,20 +126,23 @@ def play_on_ray(
 
 
 def _actor_count(config: RunConfig) -> int:
-    """Return the actors to start: ``ray_actors``, or as many as the cluster's CPUs (and GPUs) hold."""
+    """Return the actors to start: ``ray_actors``, or as many as the cluster's CPUs (and GPUs) hold.
+
+    Raises:
+        ValueError: when the cluster holds fewer (none, say, for a GPU share on a cluster without GPUs).
+    """
     resources = ray.cluster_resources()
-    fit = int(resources.get("CPU", 1))
+    fit = int(resources.get("CPU", 0))
     if config.ray_gpus_per_actor > 0:
         fit = min(fit, int(resources.get("GPU", 0) / config.ray_gpus_per_actor))
-    if config.ray_actors is None:
-        return max(fit, 1)
-    if config.ray_actors > fit:
+    wanted = config.ray_actors or max(fit, 1)
+    if wanted > fit:
         raise ValueError(
-            f"The Ray cluster has room for {fit} actors (1 CPU and {config.ray_gpus_per_actor} GPU each: "
-            f"{resources.get('CPU', 0)} CPUs, {resources.get('GPU', 0)} GPUs), not ray_actors={config.ray_actors}: "
-            "ask for fewer, or leave it unset."
+            f"The Ray cluster has room for {fit} actors (1 CPU and {config.ray_gpus_per_actor} GPU each; it has "
+            f"{resources.get('CPU', 0)} CPUs, {resources.get('GPU', 0)} GPUs), not {wanted}: lower ray_actors or "
+            "ray_gpus_per_actor, or add nodes."
         )
-    return config.ray_actors
+    return wanted
 
 
 def _start_actors(agent: Agent, config: RunConfig, num_envs: int, count: int) -> list[Any]:
