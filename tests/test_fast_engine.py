@@ -51,6 +51,17 @@ def test_parity_check_catches_a_wrong_engine(alfworld_data_dir):
     assert counts.mismatches == 2 and "feedback differs" in counts.failures[0]
 
 
+def test_parity_walks_are_the_same_wherever_the_data_lies(alfworld_data_dir, tmp_path):
+    game = list_games("valid_unseen", task_types="pick_heat")[0]
+    elsewhere = tmp_path / "unpacked" / "elsewhere"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / game.parents[1].name).symlink_to(game.parents[1], target_is_directory=True)
+    moved = elsewhere / game.parents[1].name / game.parent.name / game.name
+    here, there = (check_game(path, FastALFWorldEngine(), FastALFWorldEngine(), seed=0) for path in (game, moved))
+    assert there.steps == here.steps and there.inadmissible == here.inadmissible and there.verbs == here.verbs
+    assert sum(here.verbs.values()) > 20  # the walks played something
+
+
 @pytest.mark.parametrize("task_type", ["look", "pick_two", "pick_heat", "pick_clean"])
 def test_grounding_matches_fast_downward_translator(alfworld_data_dir, task_type):
     assert translator_differences(list_games("valid_unseen", task_types=task_type)[-1]) == []

@@ -370,9 +370,7 @@ class GroundGame:
         else:
             # fast_downward: every condition is read in the old state, later effects overwrite earlier ones.
             values = {
-                effect.atom: effect.value
-                for effect in op.effects
-                if all((a in true_state) == v for a, v in effect.condition)
+                atom: value for atom, value, cond in op.effects if all((a in true_state) == v for a, v in cond)
             }
             new_true = (true_state - {a for a, v in values.items() if not v}) | {a for a, v in values.items() if v}
         return new_true, text_state.difference(op.text_del).union(op.text_add)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from prm_gym.envs.engine import GameEngine, GameTurn
 
-__all__ = ["GARBAGE", "ParityCounts", "check_game", "describe_mismatch", "random_command"]
+__all__ = ["GARBAGE", "ParityCounts", "check_game", "describe_mismatch", "game_id", "random_command"]
 
 #: Commands no ALFWorld game accepts.
 GARBAGE = ("go to nowhere", "", "   ", "take the moon from the sky", "look around", "inventory please", "go to")
@@ -60,6 +60,19 @@ class ParityCounts:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
+
+
+def game_id(game_file: str | Path) -> str:
+    """Name a game by its last three path parts (task folder, trial, file), which do not depend on the data folder.
+
+    The random walks are seeded with it, so that a sweep draws the same commands on every machine (seeded with
+    the whole path, they changed with the folder the data was unpacked in).
+
+    Example:
+        >>> game_id("/data/json_2.1.1/valid_seen/pick_and_place_simple-Pen-None-Dresser-311/trial_T1/game.tw-pddl")
+        'pick_and_place_simple-Pen-None-Dresser-311/trial_T1/game.tw-pddl'
+    """
+    return "/".join(Path(game_file).parts[-3:])
 
 
 def describe_mismatch(game: str | Path, where: str, command: str | None, ref: GameTurn, fast: GameTurn) -> str:
@@ -124,7 +137,8 @@ def check_game(
         fast: the engine under test.
         random_walks: random walks after the walkthrough.
         steps: random commands per walk (after walk k > 0's walkthrough prefix).
-        seed: seeds the walks, with the game file and the walk's number.
+        seed: seeds the walks, with the game (:func:`game_id`: the same wherever the data folder lies) and the
+            walk's number.
         foreign: other commands to try (e.g. other games' walkthroughs); mostly inadmissible.
 
     Returns:
@@ -138,7 +152,7 @@ def check_game(
     _walk(game_file, reference, fast, walkthrough, None, 0, (), counts, "walkthrough")
     foreign = (*walkthrough, *foreign)
     for walk in range(random_walks):
-        rng = random.Random(f"{seed}:{game_file}:{walk}")
+        rng = random.Random(f"{seed}:{game_id(game_file)}:{walk}")
         prefix = walkthrough[: rng.randint(1, len(walkthrough))] if walk and walkthrough else ()
         _walk(game_file, reference, fast, prefix, rng, steps, foreign, counts, f"random walk {walk}")
     return counts

@@ -145,7 +145,9 @@ class SasTranslator:
         adds, dels = self._ground_effects(variant, binding)
         pre = {atom: True for atom in variant.pre_true}
         pre.update((atom, False) for atom in variant.pre_false)
-        return _operator(variant, _sas_effects(_conditions_by_atom(adds, dels), pre), distinct_atoms=False)
+        effects = _sas_effects(_conditions_by_atom(adds, dels), pre)
+        # fast_downward sorts effects by (variable, pre, post, condition): on one atom, True (value 0) first.
+        return _operator(variant, tuple(sorted(effects, key=lambda e: (e.atom, not e.value, e.condition))))
 
     def _ground_effects(self, variant: Variant, binding: dict[str, str]) -> tuple[list[_CondEffect], list[_CondEffect]]:
         """Ground the action's effects: (add effects, delete effects), each ``(condition, atom)``.
@@ -194,13 +196,14 @@ class SasTranslator:
         """
         get = binding.get
         added = {(pred, *[get(a, a) for a in args]) for pred, args, _ in adds}
-        effects = {SasEffect(atom, True, ()) for atom in added if atom not in variant.pre_true}
+        values = {atom: True for atom in added if atom not in variant.pre_true}
         reachable = self._reachable
         for pred, args, _ in deletes:
             atom = (pred, *[get(a, a) for a in args])
             if atom in reachable and atom not in added and atom not in variant.pre_false:
-                effects.add(SasEffect(atom, False, ()))
-        return _operator(variant, effects, distinct_atoms=True)
+                values[atom] = False
+        # One effect per atom: fast_downward's order is the atoms' (sorted as plain tuples, CPython's fast path).
+        return _operator(variant, tuple([SasEffect(atom, value, ()) for atom, value in sorted(values.items())]))
 
 
 def _conditions_by_atom(adds: list[_CondEffect], dels: list[_CondEffect]) -> _ConditionsByAtom:
@@ -284,18 +287,12 @@ def _translate_condition(condition: Iterable[tuple[Atom, bool]]) -> dict[Atom, b
     return result
 
 
-def _operator(variant: Variant, effects: set[SasEffect], distinct_atoms: bool) -> GroundOperator | None:
-    """Build the operator of ``variant`` from its SAS+ effects (None when there are none).
-
-    ``distinct_atoms``: no two effects are on one atom (then plain tuple order is fast_downward's order).
-    """
-    if not effects:
+def _operator(variant: Variant, ordered: tuple[SasEffect, ...]) -> GroundOperator | None:
+    """Build the operator of ``variant`` from its SAS+ effects in fast_downward's order (None when there are none)."""
+    if not ordered:
         return None  # fast_downward drops operators that change nothing
-    # fast_downward sorts effects by (variable, pre, post, condition): on one atom, True (value 0) first.
-    ordered = tuple(
-        sorted(effects) if distinct_atoms else sorted(effects, key=lambda e: (e.atom, not e.value, e.condition))
-    )
-    final = {effect.atom: effect.value for effect in ordered}  # TextWorld applies them all, in order: the last one wins
+    # Unpacked rather than read by name here and below: a NamedTuple's field access costs more, on every game load.
+    final = {atom: value for atom, value, _ in ordered}  # TextWorld applies them all, in order: the last one wins
     text_add: list[Atom] = []
     text_del: list[Atom] = []
     true_add: list[Atom] = []
@@ -309,7 +306,7 @@ def _operator(variant: Variant, effects: set[SasEffect], distinct_atoms: bool) -
             text_add.append(negated(atom))
             text_del.append(atom)
             true_del.append(atom)
-    plain = all(not effect.condition for effect in ordered)
+    plain = all(not condition for _, _, condition in ordered)
     return GroundOperator(
         variant.key,
         variant.pre_true,
