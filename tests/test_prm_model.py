@@ -77,7 +77,7 @@ def test_batched_scores_close_to_one_at_a_time_in_bf16(tokenizer_dir: Path) -> N
 
 
 def test_dynamic_batching_keeps_input_order(llama32: ProcessRewardModel, tokenizer_dir: Path) -> None:
-    small = tiny_prm(max_batch_tokens=600)  # a few rows per batch
+    small = tiny_prm(max_batch_tokens=600, shared_prefix=False)  # a few rows per batch of full forwards
     calls = []
     small.model.register_forward_hook(lambda module, args, kwargs_out: calls.append(1))
     scores = small.score(contexts())

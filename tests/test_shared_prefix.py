@@ -90,13 +90,15 @@ def test_tiny_llama_scores_equal_full_forwards(states: list[Context], group_call
     assert len(set(full)) > len(contexts) // 2  # the scores differ: rows swapped would be caught
 
 
-def test_suffixes_split_over_several_batches(states: list[Context], group_calls: list[int]) -> None:
+def test_suffixes_split_over_several_packs(states: list[Context], group_calls: list[int]) -> None:
     contexts = [states[-1].propose(c) for c in states[-1].admissible_commands]
-    prm = tiny_prm()
-    prm.max_batch_tokens = 3 * len(prm.encode(contexts[:1])["input_ids"][0])  # three rows of the prefix at most
+    prm = tiny_prm(max_batch_tokens=24)  # a few suffixes per pack; the prefix, longer, still runs (alone)
+    backbone_calls = []
+    prm.model.model.register_forward_hook(lambda module, args, output: backbone_calls.append(1))
     shared, full = scores_both_ways(prm, contexts)
     assert shared == pytest.approx(full, abs=1e-4)
     assert group_calls == [len(contexts)]
+    assert 1 + 3 <= backbone_calls.count(1) - len(contexts)  # the prefix and 3+ packs (then one full row each)
 
 
 def test_qwen2_scores_equal_full_forwards(states: list[Context]) -> None:

@@ -3,11 +3,12 @@
 The N candidate actions of one state render to the same tokens up to the proposed action (system prompt, task,
 history, current observation: ~500-2,000 tokens), then differ in a tail of ~5-20 tokens (the action and the
 template's closing tokens). :func:`plan_groups` finds such groups among the token rows of one ``score`` call;
-:func:`group_logits` runs a group's prefix once through the decoder backbone, then its suffixes as right-padded
-batches that attend to the prefix's keys and values (a ``transformers.DynamicCache`` expanded to the batch),
-through the classifier's own forward, which reads its one-logit head at each suffix's last real token: the
-logit a full forward of the row gives. :func:`unsupported` says why a model cannot be scored this way (encoders,
-models without a key/value cache, sliding-window layers, peft prompt learning); such models get full forwards.
+:func:`group_logits` runs a group's prefix once through the model, then its suffixes through the backbone in
+one row, packed end to end, against the prefix's keys and values (a ``transformers.DynamicCache``), each at
+the positions it has in its full row and masked from the other suffixes, and reads the one-logit ``score``
+head at each suffix's last real token: the logit a full forward of the row gives. :func:`unsupported` says why
+a model cannot be scored this way (encoders, models without a key/value cache, flash attention, sliding-window
+layers, peft prompt learning); such models get full forwards.
 
 Example:
     >>> rows = [[1] * 200 + [5, 6], [1] * 200 + [7], [2, 3, 4]]
@@ -26,8 +27,6 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
-
-from prm_gym.checkpoints import token_batches
 
 __all__ = ["MIN_SHARED_TOKENS", "PrefixGroup", "group_logits", "plan_groups", "unsupported"]
 
@@ -87,69 +86,107 @@ def group_logits(
 ) -> list[float]:
     """Return the head's logit for each row of ``group`` (in ``group.rows`` order), reading the prefix once.
 
-    ``model`` is a decoder sequence classifier that :func:`unsupported` accepts, or a peft model around one; it
-    runs through its own forward both times. The prefix runs alone; the suffixes (each row from the prefix's end
-    to its last real token) run in right-padded batches of at most ``max_batch_tokens`` (prefix included: each
-    row of a batch holds its own copy of the prefix's keys and values), at positions after the prefix, masked
-    where padded, so that the classifier reads its head at each suffix's last real token. Call it under
-    ``torch.inference_mode()`` with the model in eval mode.
+    ``model`` is a decoder sequence classifier that :func:`unsupported` accepts, or a peft model around one.
+    The prefix runs alone, through the model's own forward, and leaves its keys and values in a cache. The
+    suffixes (each row from the prefix's end to its last real token) then run packed end to end in one row of at
+    most ``max_batch_tokens`` tokens, through the backbone, against that cache: each suffix token sees the whole
+    prefix and its own suffix's earlier tokens (a 4D mask), at the positions it has in its full row. The one-logit
+    ``score`` head is read at each suffix's last token. Packing keeps one copy of the prefix's keys and values
+    (a batch of suffixes would need one per row, and copying those costs more than the suffixes' arithmetic).
+    Call it under ``torch.inference_mode()`` with the model in eval mode.
     """
-    pad = model.config.get_text_config().pad_token_id
-    device = next(model.parameters()).device
+    classifier = _classifier(model)
+    backbone = getattr(classifier, classifier.base_model_prefix)
+    pad = classifier.config.get_text_config().pad_token_id
+    device = next(classifier.parameters()).device
     prefix = torch.tensor([list(token_ids[group.rows[0]][: group.prefix])], device=device)
     layers = [(layer.keys, layer.values) for layer in model(input_ids=prefix, use_cache=True).cache.layers]
     suffixes = [list(token_ids[row][group.prefix : _last_real(token_ids[row], pad) + 1]) for row in group.rows]
-    logits = [0.0] * len(suffixes)
-    for batch in token_batches([group.prefix + len(s) for s in suffixes], max_batch_tokens):
-        width = len(suffixes[batch[0]])  # token_batches puts the longest row first
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), group.prefix + width), dtype=torch.long)
-        mask[:, : group.prefix] = 1
-        for i, row in enumerate(batch):
-            ids[i, : len(suffixes[row])] = torch.tensor(suffixes[row])
-            mask[i, group.prefix : group.prefix + len(suffixes[row])] = 1
-        # A fresh cache per batch: the forward appends the suffixes' keys and values to the one it is given.
-        cache = DynamicCache(
-            [(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1)) for k, v in layers],
-            config=model.config,
-        )
-        positions = torch.arange(group.prefix, group.prefix + width, device=device).expand(len(batch), -1)
-        output = model(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions,
+    logits: list[float] = []
+    for pack in _packs([len(suffix) for suffix in suffixes], max_batch_tokens):
+        packed = [suffixes[i] for i in pack]
+        ends = torch.tensor([len(suffix) for suffix in packed]).cumsum(0)
+        ids = torch.tensor([[token for suffix in packed for token in suffix]], device=device)
+        positions = torch.cat([torch.arange(group.prefix, group.prefix + len(suffix)) for suffix in packed])
+        # A fresh cache per pack: the forward appends the pack's keys and values to the one it is given.
+        cache = DynamicCache(layers, config=backbone.config)
+        hidden = backbone(
+            input_ids=ids,
+            attention_mask=_pack_mask(ends, group.prefix, backbone.dtype).to(device),
+            position_ids=positions.unsqueeze(0).to(device),
             cache=cache,
             use_cache=True,
-        )
-        for row, logit in zip(batch, output.logits.squeeze(-1).float().tolist(), strict=True):
-            logits[row] = logit
+        ).last_hidden_state
+        logits += classifier.score(hidden[0, (ends - 1).to(device)]).squeeze(-1).float().tolist()
     return logits
 
 
 def unsupported(model: Any) -> str | None:
     """Return why ``model`` cannot be scored on shared prefixes (one phrase), or ``None`` when it can.
 
-    Supported: decoder sequence classifiers that read their one-logit head at the last token that is not the
-    pad token and take a key/value ``cache`` (transformers' ``*ForSequenceClassification`` of Llama, Qwen2,
-    Mistral, GPT-2, SmolLM2, ...), with full attention in every layer; also inside a peft model with adapters
+    Supported: decoder sequence classifiers whose one-logit ``score`` layer is read at the last token that is not
+    the pad token (transformers' ``*ForSequenceClassification`` of Llama, Qwen2, Mistral, GPT-2, SmolLM2, ...),
+    whose backbone takes a key/value ``cache``, position ids and a 4D attention mask (the ``sdpa`` and ``eager``
+    attention implementations), with full attention in every layer; also inside a peft model with adapters
     such as LoRA. Not supported: encoders (BERT reads its first token and keeps no cache), encoder-decoders,
-    sliding-window layers, peft prompt learning (virtual tokens before the input).
+    flash or flex attention, sliding-window layers, peft prompt learning (virtual tokens before the input).
     """
     peft = sys.modules.get("peft")  # a peft model exists only once peft is imported
-    if peft is not None and isinstance(model, peft.PeftModel):
-        if model.active_peft_config.is_prompt_learning:
-            return "its peft adapter is prompt learning (virtual tokens before the input)"
-        model = model.get_base_model()
-    name = type(model).__name__
-    if getattr(model.config, "is_encoder_decoder", False):
+    if peft is not None and isinstance(model, peft.PeftModel) and model.active_peft_config.is_prompt_learning:
+        return "its peft adapter is prompt learning (virtual tokens before the input)"
+    classifier = _classifier(model)
+    name = type(classifier).__name__
+    config = classifier.config
+    backbone = getattr(classifier, getattr(classifier, "base_model_prefix", ""), None)
+    if getattr(config, "is_encoder_decoder", False):
         return f"{name} is an encoder-decoder"
-    if model.config.get_text_config().pad_token_id is None:
+    if not isinstance(getattr(classifier, "score", None), torch.nn.Module) or backbone is None:
+        return f"{name} has no decoder `score` head read at the last token (an encoder reads its first token)"
+    if config.get_text_config().pad_token_id is None:
         return f"{name} has no pad token id (its head is read at the last token that is not the pad token)"
-    if "cache" not in inspect.signature(model.forward).parameters:
-        return f"{name} takes no key/value cache (an encoder?)"
-    if any(type(layer) is not DynamicLayer for layer in DynamicCache(config=model.config).layers):
+    if not {"cache", "position_ids"} <= set(inspect.signature(backbone.forward).parameters):
+        return f"{name}'s backbone takes no key/value cache or position ids"
+    if config._attn_implementation not in ("sdpa", "eager"):
+        return f"{name} runs {config._attn_implementation} attention, which takes no 4D mask"
+    if any(type(layer) is not DynamicLayer for layer in DynamicCache(config=backbone.config).layers):
         return f"{name} has sliding-window or other non-full attention layers"
     return None
+
+
+def _packs(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Return consecutive index runs of ``lengths`` whose sum stays within ``max_tokens`` (a longer one alone)."""
+    packs: list[list[int]] = []
+    total = 0
+    for index, length in enumerate(lengths):
+        if packs and total + length <= max_tokens:
+            packs[-1].append(index)
+            total += length
+        else:
+            packs.append([index])
+            total = length
+    return packs
+
+
+def _pack_mask(ends: torch.Tensor, prefix: int, dtype: torch.dtype) -> torch.Tensor:
+    """Return the additive 4D mask ``(1, 1, T, prefix + T)`` of suffixes packed end to end (``ends``: cumsum).
+
+    A suffix token attends to every prefix token and to the tokens of its own suffix up to itself.
+    """
+    total = int(ends[-1])
+    suffix_of = torch.repeat_interleave(
+        torch.arange(len(ends)), torch.diff(ends, prepend=torch.zeros(1, dtype=ends.dtype))
+    )
+    index = torch.arange(total)
+    allowed = (suffix_of[:, None] == suffix_of[None, :]) & (index[None, :] <= index[:, None])
+    allowed = torch.cat([torch.ones(total, prefix, dtype=torch.bool), allowed], dim=1)
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return mask[None, None]
+
+
+def _classifier(model: Any) -> Any:
+    """Return the transformers classifier itself: ``model``, or the model inside a peft wrapper (adapters on)."""
+    peft = sys.modules.get("peft")  # a peft model exists only once peft is imported
+    return model.get_base_model() if peft is not None and isinstance(model, peft.PeftModel) else model
 
 
 def _last_real(row: Sequence[int], pad_token_id: int | None) -> int:
