@@ -20,7 +20,8 @@ group it was playing again, up to :data:`MAX_ATTEMPTS` times; a group is appende
 nothing is lost or written twice. An error raised by the agent or an env is not retried: it is raised here.
 
 On a cluster, every node needs prm-gym (the same version) and ALFWorld's games: each actor lists the run's games
-itself (``data_dir``, ``$ALFWORLD_DATA``, the cache) and checks that they are the driver's.
+itself (``data_dir``, ``$ALFWORLD_DATA``, the cache) and checks that they are the driver's. Ray itself is imported
+when a run starts (the ``ray`` extra), so that this module imports without it.
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ import logging
 import os
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, cast
-
-import ray
-from ray.exceptions import RayActorError, RayTaskError
 
 from prm_gym.agents.base import Agent
 from prm_gym.agents.registry import AgentConfig, make_agent
@@ -105,9 +103,14 @@ def play_on_ray(
         retried: Called with a group each time it is submitted again because its actor died.
 
     Raises:
+        ImportError: without Ray (``pip install 'prm-gym[ray]'``).
         ValueError: more actors asked for than the cluster has room for.
         RuntimeError: an actor could not start, or a group lost its actor :data:`MAX_ATTEMPTS` times.
     """
+    try:
+        import ray
+    except ImportError as error:
+        raise ImportError("executor='ray' needs Ray: pip install 'prm-gym[ray]'") from error
     started = not ray.is_initialized()
     if started:
         options: dict[str, Any] = {"address": config.ray_address}
@@ -131,6 +134,8 @@ def _actor_count(config: RunConfig) -> int:
     Raises:
         ValueError: when the cluster holds fewer (none, say, for a GPU share on a cluster without GPUs).
     """
+    import ray
+
     resources = ray.cluster_resources()
     fit = int(resources.get("CPU", 0))
     if config.ray_gpus_per_actor > 0:
@@ -147,6 +152,9 @@ def _actor_count(config: RunConfig) -> int:
 
 def _start_actors(agent: Agent, config: RunConfig, num_envs: int, count: int) -> list[Any]:
     """Start ``count`` actors whose agent is built from ``config`` when it names ``agent``, else ``agent`` shipped."""
+    import ray
+    from ray.exceptions import RayActorError
+
     actor_class = ray.remote(GroupPlayer).options(
         num_cpus=1, num_gpus=config.ray_gpus_per_actor, max_restarts=-1, max_task_retries=0
     )
@@ -175,8 +183,12 @@ def _schedule(
     """Keep one group in play on every actor; yield each group's episodes when it ends.
 
     A group whose actor died goes back to the front of the queue; the actor gets work again once Ray has restarted
-    it (a call that waits through restarts says when: a play call sent earlier would fail at once).
+    it (a call that waits through up to :data:`MAX_ATTEMPTS` restarts says when: a play call sent earlier would
+    fail at once).
     """
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
     queue = collections.deque(range(len(groups)))
     attempts = collections.Counter[int]()
     calls: dict[Any, tuple[Any, int | None]] = {}  # a call in flight -> its actor, and its group (None: a wait)
@@ -197,15 +209,17 @@ def _schedule(
         except RayTaskError as error:  # the agent or an env raised: not retried
             raise error.as_instanceof_cause() from None
         except RayActorError as error:
-            if error.actor_init_failed or index is None:
+            if error.actor_init_failed:
                 raise RuntimeError(f"A Ray actor could not start: {error}") from error
+            if index is None:
+                raise RuntimeError(f"A Ray actor could not be restarted {MAX_ATTEMPTS} times: {error}") from error
             ids = [spec.episode_id for spec in groups[index]]
             if attempts[index] >= MAX_ATTEMPTS:
                 raise RuntimeError(f"Episodes {ids} lost their Ray actor {MAX_ATTEMPTS} times: {error}") from error
             logger.warning("A Ray actor died playing episodes %s: playing them again.", ids)
             retried(groups[index])
             queue.appendleft(index)
-            calls[actor.identity.options(max_task_retries=-1).remote()] = (actor, None)
+            calls[actor.identity.options(max_task_retries=MAX_ATTEMPTS).remote()] = (actor, None)
             continue
         if index is not None:
             yield result
@@ -214,6 +228,8 @@ def _schedule(
 
 def _kill(actors: Sequence[Any]) -> None:
     """End the actors (no restart)."""
+    import ray
+
     for actor in actors:
         ray.kill(actor)
 
