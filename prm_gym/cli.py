@@ -8,6 +8,8 @@ Usage::
     prm-gym export --folder runs/rollouts
     prm-gym targets --rollouts runs/rollouts --output-dir runs/targets
     prm-gym train-prm --targets runs/targets --model HuggingFaceTB/SmolLM2-135M-Instruct --output-dir runs/prm
+    prm-gym collect --agent walkthrough --split train --repeats 1 --output-dir runs/demos
+    prm-gym sft --demonstrations runs/demos --model HuggingFaceTB/SmolLM2-135M-Instruct --output-dir runs/sft
     prm-gym eval --agent best-of-n --reward-model runs/prm/model --split valid_unseen --num-envs 8
     prm-gym eval --agent openai --openai.base-url http://127.0.0.1:8080/v1 --split valid_unseen --num-envs 8
 """
@@ -36,6 +38,7 @@ from prm_gym.envs.alfworld.data import (
 )
 from prm_gym.evaluation import EvalConfig, evaluate, format_table, summarize
 from prm_gym.io import read_jsonl, write_parquet
+from prm_gym.policy.sft_config import SFTConfig
 from prm_gym.prm.targets import TARGETS_FILE, TargetsConfig, compute_targets, save_targets
 from prm_gym.prm.train_config import TrainPRMConfig
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts
@@ -168,6 +171,19 @@ def run_train_prm(config: TrainPRMConfig) -> None:
     print(f"Trained process reward model saved to {model}")
 
 
+def run_sft(config: SFTConfig) -> None:
+    """Fine-tune a causal LM on demonstrations (resuming from its last checkpoint) and say where it is."""
+    from prm_gym.policy.sft import train_sft  # torch: only for this command
+
+    try:
+        model = train_sft(config)
+    except KeyboardInterrupt:
+        kept = f"the checkpoints in {config.output_dir} are kept"
+        print(f"prm-gym: interrupted: {kept}; run the same command again to resume.", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(f"Fine-tuned policy saved to {model} (prm-gym eval --agent hf --model {model})")
+
+
 _COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "data": (DataConfig, run_data),
     "eval": (EvalConfig, run_eval),
@@ -175,6 +191,7 @@ _COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "export": (ExportConfig, run_export),
     "targets": (TargetsCommand, run_targets),
     "train-prm": (TrainPRMConfig, run_train_prm),
+    "sft": (SFTConfig, run_sft),
 }
 
 

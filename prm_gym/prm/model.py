@@ -62,8 +62,8 @@ class LoraSettings:
     #: Module names to adapt (or ``"all-linear"``); ``None`` uses peft's default for the architecture.
     target_modules: list[str] | str | None = None
 
-    def to_peft(self) -> LoraConfig:
-        """Return the equivalent peft ``LoraConfig`` for sequence classification."""
+    def to_peft(self, task_type: str = "SEQ_CLS") -> LoraConfig:
+        """Return the equivalent peft ``LoraConfig``: for sequence classification (PRMs) or ``"CAUSAL_LM"``."""
         from peft import LoraConfig
 
         return LoraConfig(
@@ -71,7 +71,7 @@ class LoraSettings:
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
             target_modules=self.target_modules,
-            task_type="SEQ_CLS",
+            task_type=task_type,
         )
 
 

@@ -1,0 +1,162 @@
+"""Supervised fine-tuning of a causal LM on demonstrations: pi0 of the AgentPRM loop.
+
+Each turn of a won demonstration is one example: the prompt is the turn's state rendered for the assistant's turn
+(:func:`~prm_gym.prm.prompt.encode_contexts`, the one renderer), the answer is the command the demonstrator sent
+(:func:`~prm_gym.prm.prompt.encode_answers`: ``ACTION: <command>`` and the template's end of turn), and the loss is
+the cross-entropy of the answer tokens only (the prompt's labels are ``-100``). These are exactly the tokens
+:class:`~prm_gym.agents.hf_agent.HFAgent` scores in loglik mode and generates in generate mode, so the trained
+model acts as it was trained. Training runs on ``transformers.Trainer`` (through
+:class:`~prm_gym.training_runs.ResumableTrainer`), weights in float32 with bf16 autocast on CPUs and bf16-capable
+GPUs; the run folder, its checkpoints and resume are those of :mod:`prm_gym.training_runs`. The fine-tuned model
+(LoRA adapters merged) and its tokenizer are saved to ``<output_dir>/model``, loadable by
+``HFAgent.from_pretrained`` and ``prm-gym eval --agent hf --model <output_dir>/model``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+from prm_gym.checkpoints import ensure_pad_token, load_pretrained, max_positions, resolve_source
+from prm_gym.devices import resolve_device
+from prm_gym.io import atomic_directory, atomic_write_text, lock_folder
+from prm_gym.policy.sft_config import SFTConfig
+from prm_gym.prm.model import LoraSettings
+from prm_gym.prm.prompt import PromptConfig, encode_answers, encode_contexts
+from prm_gym.rollout.storage import EPISODES_FILE, Episode, load_episodes, load_run_config
+from prm_gym.training_runs import (
+    RUN_CONFIG_FILE,
+    TRAINING_RECORD_FILE,
+    ResumableTrainer,
+    checkpoint_step,
+    checkpoint_to_resume,
+    finished_run,
+)
+
+__all__ = ["sft_examples", "train_sft"]
+
+logger = logging.getLogger(__name__)
+
+#: Settings a rerun may change and still continue the recorded run (where it runs, how a path is spelled).
+_NOT_COMPARED = frozenset({"sft.output_dir", "sft.device", "sft.resume", "sft.demonstrations"})
+
+
+def sft_examples(
+    episodes: Sequence[Episode], tokenizer: Any, prompt: PromptConfig, *, positions: int | None = None
+) -> list[dict[str, list[int]]]:
+    """Return one example per turn of the won ``episodes``: ``input_ids`` (prompt + answer) and ``labels``.
+
+    ``labels`` is ``-100`` over the prompt, so that only the answer is learnt.
+
+    Raises:
+        ValueError: when no episode was won, or a turn does not fit ``positions`` (the message says how to fix it).
+    """
+    won = [episode for episode in episodes if episode.won]
+    if not won:
+        raise ValueError(f"None of the {len(episodes)} demonstrations was won: there is nothing to imitate.")
+    examples = []
+    for episode in won:
+        states = [dataclasses.replace(step.context, action=None, reason=None) for step in episode.steps]
+        answers = encode_answers(episode.actions, tokenizer, prompt)
+        longest = max(map(len, answers))
+        prompts = encode_contexts(states, tokenizer, prompt, positions=positions, reserve=longest)
+        for prompt_ids, answer_ids in zip(prompts, answers, strict=True):
+            examples.append({"input_ids": prompt_ids + answer_ids, "labels": [-100] * len(prompt_ids) + answer_ids})
+    return examples
+
+
+class _Collator:
+    """Pads examples on the right into a batch; padding is masked out of the attention and of the loss."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: Sequence[Mapping[str, list[int]]]) -> dict[str, torch.Tensor]:
+        length = max(len(item["input_ids"]) for item in items)
+
+        def padded(key: str, value: int) -> torch.Tensor:
+            return torch.tensor([item[key] + [value] * (length - len(item[key])) for item in items])
+
+        mask = torch.tensor([[1] * len(item["input_ids"]) + [0] * (length - len(item["input_ids"])) for item in items])
+        return {"input_ids": padded("input_ids", self.pad_token_id), "attention_mask": mask,
+                "labels": padded("labels", -100)}  # fmt: skip
+
+
+def train_sft(config: SFTConfig) -> Path:
+    """Fine-tune ``config.model`` on the demonstrations; save it to ``<output_dir>/model`` and return that path.
+
+    Checkpoints go to ``<output_dir>/checkpoint-<step>`` every ``save_steps`` steps and at the end. With ``resume``
+    (the default), a run finding a complete checkpoint continues from the last one; one whose model folder is
+    there with the same settings and demonstrations returns at once. The model folder appears complete or not
+    at all, with ``training.json`` (settings, demonstrations, log history).
+
+    Raises:
+        FileNotFoundError: the demonstrations folder or the model does not exist.
+        ValueError: no demonstration was won; another run is writing output_dir; or its checkpoints were written
+            with other settings or demonstrations (named).
+    """
+    episodes = load_episodes(config.demonstrations)
+    model_path = Path(config.model)
+    record: dict[str, Any] = {
+        "sft": dataclasses.asdict(config) | ({"model": str(model_path.resolve())} if model_path.exists() else {}),
+        "demonstrations": load_run_config(config.demonstrations),
+        "demonstrations_sha256": hashlib.sha256((Path(config.demonstrations) / EPISODES_FILE).read_bytes()).hexdigest(),
+    }
+    with lock_folder(config.output_dir, "fine-tuning") as output_dir:
+        finished = finished_run(output_dir, record, ignored=_NOT_COMPARED) if config.resume else None
+        if finished is not None:
+            logger.info("%s was fine-tuned with these settings and demonstrations already (--no-resume trains it "
+                        "again).", output_dir / "model")
+            return output_dir / "model"
+        checkpoint = checkpoint_to_resume(
+            output_dir, record, resume=config.resume, ignored=_NOT_COMPARED, run="fine-tuning", command="sft"
+        )
+        device = resolve_device(config.device)
+        source = resolve_source(config.model, dtype=torch.float32)
+        tokenizer = load_pretrained(AutoTokenizer, source)
+        ensure_pad_token(tokenizer)
+        model = load_pretrained(AutoModelForCausalLM, source, dtype=torch.float32, use_safetensors=True)
+        prompt = PromptConfig(max_prompt_tokens=config.max_prompt_tokens)
+        examples = sft_examples(episodes, tokenizer, prompt, positions=max_positions(model))
+        if config.max_examples is not None and config.max_examples < len(examples):
+            examples = random.Random(config.seed).sample(examples, config.max_examples)
+        if config.lora:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, LoraSettings().to_peft("CAUSAL_LM"))
+        bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+        args = TrainingArguments(
+            output_dir=str(output_dir), learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
+            max_steps=config.max_steps, per_device_train_batch_size=config.per_device_train_batch_size,
+            gradient_accumulation_steps=config.gradient_accumulation_steps, logging_steps=config.logging_steps,
+            save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
+            seed=config.seed, bf16=bf16, use_cpu=device.type == "cpu", report_to="none", remove_unused_columns=False,
+        )  # fmt: skip
+        trainer = ResumableTrainer(
+            model=model.to(device), args=args, train_dataset=examples, data_collator=_Collator(tokenizer.pad_token_id)
+        )
+        atomic_write_text(output_dir / RUN_CONFIG_FILE, json.dumps(record, indent=2) + "\n")
+        if checkpoint is not None:
+            logger.info("Resuming from %s (step %d).", checkpoint, checkpoint_step(checkpoint))
+        logger.info("Fine-tuning on %d turns of %d won demonstrations.", len(examples), sum(e.won for e in episodes))
+        trainer.train(resume_from_checkpoint=checkpoint)
+        record |= {"examples": len(examples), "prompt": dataclasses.asdict(prompt),
+                   "log_history": trainer.state.log_history}  # fmt: skip
+        trained: Any = model.merge_and_unload() if config.lora else model  # the trainer's model, trained in place
+        with atomic_directory(output_dir / "model") as model_dir:
+            trained.to(torch.bfloat16).save_pretrained(model_dir)  # half the size; policies act in bf16 on CPUs
+            tokenizer.save_pretrained(model_dir)
+            (model_dir / TRAINING_RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", "utf-8")
+        losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+        last = losses[-1] if losses else "none"
+        logger.info("Fine-tuned %s (last logged training loss: %s).", output_dir / "model", last)
+    return output_dir / "model"

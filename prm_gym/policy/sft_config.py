@@ -1,0 +1,61 @@
+"""The settings of a fine-tuning run (``prm-gym sft``); free of torch so that the CLI lists them anyway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SFTConfig"]
+
+
+@dataclass
+class SFTConfig:
+    """Fine-tune a causal LM on demonstrations: the won episodes of an episodes folder, one example per turn.
+
+    The optimiser settings are ``TrainingArguments``' (same names and meanings); the defaults suit full
+    fine-tuning of a small model (use a learning rate around 2e-4 with ``lora``).
+
+    Example:
+        >>> config = SFTConfig(demonstrations="runs/demos", model="path/to/model", max_steps=100)
+        >>> config.output_dir, config.lora
+        ('runs/sft', False)
+    """
+
+    #: An episodes folder (``prm-gym collect`` or ``eval --output-dir``); its won episodes are the demonstrations
+    #: (``prm-gym collect --agent walkthrough --repeats 1`` makes ALFWorld's gold ones).
+    demonstrations: str = "runs/demos"
+    #: The causal LM to fine-tune: a Hugging Face model directory or hub id, or a .gguf file.
+    model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    #: Checkpoints go here (checkpoint-<step>), with the run's config.json; the model to ``<output_dir>/model``.
+    output_dir: str = "runs/sft"
+    #: Token budget of a rendered prompt (older turns are dropped to fit); act with the same budget
+    #: (``--hf.prompt.max-prompt-tokens``) to see what training saw.
+    max_prompt_tokens: int = 1024
+    #: Train on a seeded sample of this many turns (all when unset).
+    max_examples: int | None = None
+    #: Train LoRA adapters instead of every weight (merged into the saved model).
+    lora: bool = False
+    learning_rate: float = 2e-5
+    num_train_epochs: float = 1.0
+    #: Stop after this many optimiser steps (-1: run the epochs).
+    max_steps: int = -1
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    #: Log the training loss every this many optimiser steps (below 1: that fraction of the run's steps).
+    logging_steps: float = 10
+    #: Write a checkpoint every this many optimiser steps (below 1: that fraction of the run's steps), and at the
+    #: end; an interrupted run resumes from the last one.
+    save_steps: float = 100
+    #: Keep at most this many checkpoints.
+    save_total_limit: int | None = 1
+    seed: int = 0
+    #: "auto" (cuda, then mps, then cpu), "cpu", "cuda", ...
+    device: str = "auto"
+    #: Continue from the last complete checkpoint in output_dir (its config must match); --no-resume starts over.
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        """Check the counts, naming the bad value."""
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError(f"`max_examples` should be at least 1 (or unset for all). Received {self.max_examples}.")
+        if self.max_prompt_tokens < 1:
+            raise ValueError(f"`max_prompt_tokens` should be at least 1. Received {self.max_prompt_tokens}.")
