@@ -61,7 +61,7 @@ def main() -> None:
         folder = os.path.join(root, str(number))
         config = dataclasses.replace(base, output_dir=folder, **changes)
         if warm_ray:
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         seconds = collect(config)
         if ray.is_initialized():
             ray.shutdown()

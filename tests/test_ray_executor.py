@@ -23,7 +23,7 @@ ray = pytest.importorskip("ray")
 def local_ray():
     """A local Ray instance with 2 CPUs; this module's agents travel by value (the workers cannot import it)."""
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # its own, beside others
     yield
     ray.shutdown()
 

@@ -113,10 +113,10 @@ def play_on_ray(
         raise ImportError("executor='ray' needs Ray: pip install 'prm-gym[ray]'") from error
     started = not ray.is_initialized()
     if started:
-        options: dict[str, Any] = {"address": config.ray_address}
-        if config.ray_address is None:
-            options["include_dashboard"] = False  # a local instance for this run only
-        ray.init(**options)
+        if config.ray_address is None:  # a local instance for this run only, even beside a running cluster
+            ray.init(address="local", include_dashboard=False)
+        else:
+            ray.init(address=config.ray_address)
     actors: list[Any] = []
     try:
         actors = _start_actors(agent, config, num_envs, min(_actor_count(config), len(groups)))
