@@ -120,6 +120,9 @@ class SasTranslator:
         self._reachable = reachable
         self._holds_static = holds_static
         self._actions = actions
+        # One SasEffect per (atom, value) for the unconditional effects, shared by the operators: NamedTuples,
+        # unlike plain tuples, stay tracked by the cyclic GC, so fewer of them keep its full collections short.
+        self._shared: dict[tuple[Atom, bool], SasEffect] = {}
         # The add and delete literals of each action without conditional effects (the common case).
         self._plain: dict[str, tuple[tuple[Literal, ...], tuple[Literal, ...]]] = {
             name: (
@@ -203,7 +206,14 @@ class SasTranslator:
             if atom in reachable and atom not in added and atom not in variant.pre_false:
                 values[atom] = False
         # One effect per atom: fast_downward's order is the atoms' (sorted as plain tuples, CPython's fast path).
-        return _operator(variant, tuple([SasEffect(atom, value, ()) for atom, value in sorted(values.items())]))
+        shared = self._shared
+        effects = []
+        for pair in sorted(values.items()):
+            effect = shared.get(pair)
+            if effect is None:
+                effect = shared[pair] = SasEffect(*pair, ())
+            effects.append(effect)
+        return _operator(variant, tuple(effects))
 
 
 def _conditions_by_atom(adds: list[_CondEffect], dels: list[_CondEffect]) -> _ConditionsByAtom:
