@@ -123,8 +123,11 @@ def main() -> None:
     parser.add_argument("--save-states", help="write the states found to this JSON-lines file")
     parser.add_argument("--load-states", help="read the states from this JSON-lines file instead of playing games")
     parser.add_argument("--random-weights", action="store_true", help="build --model (a config dir) untrained")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 resists a loaded machine)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     load_before = os.getloadavg()[0]
     if args.load_states:
