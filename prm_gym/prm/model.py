@@ -136,8 +136,8 @@ class ProcessRewardModel:
         self.tokenizer = tokenizer
         #: How contexts are rendered; saved with the model.
         self.prompt_config = prompt_config or PromptConfig()
-        #: Most padded tokens in one scoring batch (one row longer than this still goes alone); a batch of tails
-        #: scored on a shared prefix counts the prefix once per row (each row holds its keys and values).
+        #: Most padded tokens in one scoring batch (one row longer than this still goes alone); on a shared
+        #: prefix, the prefix runs alone and the tails are packed into rows of at most this many tokens.
         self.max_batch_tokens = max_batch_tokens
         #: Score contexts that share a token prefix on one forward of it (see :mod:`prm_gym.prm.shared_prefix`);
         #: the scores are the full forwards' up to rounding. Models that cannot share get full forwards.
