@@ -147,7 +147,7 @@ def test_targets_without_validation_items_train_without_evaluation(tmp_path, cap
     state = Context("task", observation="You are in a room.")
     rows = [TargetRow(dataclasses.replace(state.propose(action), game_file="g"), q, 2, wins)
             for action, q, wins in (("look", 0.9, 2), ("go to sink 1", 0.1, 0))]
-    with caplog.at_level(logging.WARNING, logger="prm_gym.prm.training"):
+    with caplog.at_level(logging.WARNING, logger="prm_gym"):
         trainer = PRMTrainer(tiny_prm(prompt_config=PROMPT), train_args(tmp_path, max_steps=1,
                                                                         validation_fraction=0.5), rows)
     assert "No validation items (0 held-out rows from 1 games)" in caplog.text
@@ -329,7 +329,7 @@ def test_cli_train_prm_resumes_from_its_last_complete_checkpoint(tmp_path, capsy
     shutil.rmtree(prm / "model")
     (prm / "checkpoint-3" / "trainer_state.json").unlink()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
+    with caplog.at_level(logging.INFO, logger="prm_gym"):
         assert main(train) == 0
     assert f"Deleting {prm / 'checkpoint-3'}: incomplete" in caplog.text
     assert f"Resuming from {prm / 'checkpoint-2'} (step 2)." in caplog.text
@@ -343,7 +343,7 @@ def test_cli_train_prm_resumes_from_its_last_complete_checkpoint(tmp_path, capsy
     # Run again (the model spelled otherwise): the run finished with these settings, nothing is loaded or trained.
     caplog.clear()
     respelled = [f"{backbone.parent}/./{backbone.name}" if arg == str(backbone) else arg for arg in train]
-    with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
+    with caplog.at_level(logging.INFO, logger="prm_gym"):
         assert main(respelled) == 0
     assert "trained with these settings and targets already" in caplog.text and "Resuming" not in caplog.text
     assert load_file(prm / "model" / "model.safetensors").keys() == uninterrupted.keys()
@@ -352,7 +352,7 @@ def test_cli_train_prm_resumes_from_its_last_complete_checkpoint(tmp_path, capsy
     # resumed from it, with no step past max_steps.
     shutil.rmtree(prm / "model")
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
+    with caplog.at_level(logging.INFO, logger="prm_gym"):
         assert main(respelled) == 0
     assert f"Resuming from {prm / 'checkpoint-3'} (step 3)." in caplog.text
     assert sorted(p.name for p in prm.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
@@ -369,7 +369,7 @@ def test_cli_train_prm_resumes_from_its_last_complete_checkpoint(tmp_path, capsy
     assert "Cannot resume the PRM training in" in err
     assert "train_prm.learning_rate: 0.001 there, 0.002 here; train_prm.seed: 0 there, 1 here" in err
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
+    with caplog.at_level(logging.INFO, logger="prm_gym"):
         assert main([*train, "--seed", "1", "--no-resume"]) == 0
     assert "Starting over (--no-resume)" in caplog.text and "Resuming" not in caplog.text
     assert json.loads((prm / "config.json").read_text())["train_prm"]["seed"] == 1
@@ -402,14 +402,14 @@ def test_rerunning_a_finished_training_returns_its_metrics_without_scoring(targe
     # The same run again: it finished, so no model is loaded, no validation batch scored, nothing rewritten.
     scored.clear()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
+    with caplog.at_level(logging.INFO, logger="prm_gym"):
         assert training.train_prm(dataclasses.replace(config, device="auto")) == model
     assert scored == [] and len(loads) == 1 and record_file.read_bytes() == recorded
     assert f"{model} was trained with these settings and targets already" in caplog.text
-    assert training._describe_metrics(metrics) in caplog.text  # the recorded metrics, said as the first run said them
+    assert training.describe_metrics(metrics) in caplog.text  # the recorded metrics, said as the first run said them
 
     # Asked to retrain (--no-resume), it trains and scores again.
-    with caplog.at_level(logging.INFO, logger="prm_gym.prm.training"):
+    with caplog.at_level(logging.INFO, logger="prm_gym"):
         assert training.train_prm(dataclasses.replace(config, resume=False)) == model
     assert sum(scored) > 0 and len(loads) == 2 and "Starting over (--no-resume)" in caplog.text
 
@@ -459,12 +459,12 @@ def test_final_metrics_score_the_validation_set_when_training_did_not(targets, t
 
 def test_auc_is_none_with_a_warning_when_validation_holds_one_class(tmp_path, caplog):
     q = np.array([0.1, 0.4, 0.2])
-    with caplog.at_level(logging.WARNING, logger="prm_gym.prm.training"):
+    with caplog.at_level(logging.WARNING, logger="prm_gym"):
         metrics = prm_metrics(EvalPrediction(np.array([0.5, -1.0, 2.0]), (q, np.zeros(3))))
     assert metrics["auc"] is None and math.isfinite(metrics["accuracy"]) and math.isfinite(metrics["ece"])
     assert "AUC undefined (reported as None): all 3 validation actions did not lead to success" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="prm_gym.prm.training"):
+    with caplog.at_level(logging.WARNING, logger="prm_gym"):
         assert prm_metrics(EvalPrediction(np.zeros(2), (np.ones(2), np.ones(2))))["auc"] is None
     assert "all 2 validation actions led to success" in caplog.text
 

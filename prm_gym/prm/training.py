@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import random
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,27 +29,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from tqdm.contrib.logging import logging_redirect_tqdm
-from transformers import EvalPrediction, Trainer, TrainingArguments
-from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_callback import ProgressCallback, TrainerState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, TrainOutput, get_last_checkpoint
-from transformers.utils import logging as hf_logging
+from transformers import EvalPrediction, TrainingArguments
+from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import IntervalStrategy
 
 from prm_gym.devices import resolve_device
-from prm_gym.io import atomic_directory, atomic_write_text, config_differences, lock_folder, read_json_object
+from prm_gym.io import atomic_directory, atomic_write_text, lock_folder
 from prm_gym.prm.model import LoraSettings, ProcessRewardModel, head_logits
 from prm_gym.prm.prompt import PromptConfig
 from prm_gym.prm.targets import TARGETS_FILE, TargetRow, load_targets, load_targets_config, preference_pairs
 from prm_gym.prm.train_config import PRMSettings, TrainPRMConfig, shared_settings
+from prm_gym.training_runs import (
+    RUN_CONFIG_FILE,
+    TRAINING_RECORD_FILE,
+    ResumableTrainer,
+    checkpoint_step,
+    checkpoint_to_resume,
+    describe_metrics,
+    finished_run,
+)
 
 __all__ = ["PRMConfig", "PRMSettings", "PRMTrainer", "TrainPRMConfig", "prm_metrics", "split_by_game", "train_prm"]
 
 logger = logging.getLogger(__name__)
 
-#: The file in ``train-prm``'s output_dir recording the run's settings, which a resumed run must match.
-RUN_CONFIG_FILE = "config.json"
-#: The file in the trained model's folder recording its run: settings, targets, final metrics, log history.
-TRAINING_RECORD_FILE = "training.json"
 #: Settings a rerun may change and still continue the recorded run (where it runs, how a path is spelled).
 _NOT_COMPARED = frozenset({"train_prm.output_dir", "train_prm.device", "train_prm.resume", "train_prm.targets"})
 
@@ -161,7 +163,7 @@ class _ProgressBar(ProgressCallback):
             self.training_bar.set_postfix_str("")
 
 
-class PRMTrainer(Trainer):
+class PRMTrainer(ResumableTrainer):
     """Trains a :class:`ProcessRewardModel` on Monte-Carlo target rows (``soft_bce``) or pairs (``bradley_terry``).
 
     Example:
@@ -224,36 +226,6 @@ class PRMTrainer(Trainer):
         )
         if self.pop_callback(ProgressCallback) is not None:
             self.add_callback(_ProgressBar)
-
-    def train(
-        self,
-        resume_from_checkpoint: str | bool | None = None,
-        trial: Any = None,
-        ignore_keys_for_eval: list[str] | None = None,
-    ) -> TrainOutput:
-        """``Trainer.train``, with transformers' other progress bars off meanwhile: one bar on the terminal.
-
-        Each checkpoint's ``save_pretrained`` would otherwise draw its own bar ("Writing model shards") under the
-        training bar; log messages are written above the bar, not into it. Resuming from the checkpoint of a
-        finished run loads it and trains no further (``Trainer.train`` would take one more step past ``max_steps``).
-        """
-        if resume_from_checkpoint is True:  # the last one, as Trainer.train finds it (which fails without one)
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir) or True
-        if isinstance(resume_from_checkpoint, str):
-            state = TrainerState.load_from_json(str(Path(resume_from_checkpoint) / TRAINER_STATE_NAME))
-            if 0 < state.max_steps <= state.global_step:
-                self._load_from_checkpoint(resume_from_checkpoint)
-                self.state = state
-                loss = next((log["train_loss"] for log in reversed(state.log_history) if "train_loss" in log), None)
-                return TrainOutput(state.global_step, float("nan") if loss is None else loss, {})
-        enabled = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
-            with logging_redirect_tqdm():  # warnings (an undefined AUC) on their own line, above the bar
-                return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
-        finally:
-            if enabled:
-                hf_logging.enable_progress_bar()
 
     def final_metrics(self) -> dict[str, Any]:
         """Return the trained model's validation metrics (``eval_*``), scoring the validation set at most once.
@@ -386,12 +358,14 @@ def train_prm(config: TrainPRMConfig) -> Path:
         "targets_sha256": hashlib.sha256((Path(config.targets) / TARGETS_FILE).read_bytes()).hexdigest(),
     }
     with lock_folder(config.output_dir, "PRM training") as output_dir:
-        finished = _finished_run(output_dir, record) if config.resume else None
+        finished = finished_run(output_dir, record, ignored=_NOT_COMPARED) if config.resume else None
         if finished is not None:
             logger.info("%s was trained with these settings and targets already (--no-resume trains it again); %s",
-                        output_dir / "model", _describe_metrics(finished.get("metrics") or {}))
+                        output_dir / "model", describe_metrics(finished.get("metrics") or {}))
             return output_dir / "model"
-        checkpoint = _checkpoint_to_resume(output_dir, record, config.resume)
+        checkpoint = checkpoint_to_resume(
+            output_dir, record, resume=config.resume, ignored=_NOT_COMPARED, run="PRM training", command="train-prm"
+        )
         device = resolve_device(config.device)
         prm = ProcessRewardModel.from_pretrained(
             config.model,
@@ -405,75 +379,11 @@ def train_prm(config: TrainPRMConfig) -> Path:
         trainer = PRMTrainer(prm, args, rows)
         atomic_write_text(output_dir / RUN_CONFIG_FILE, json.dumps(record, indent=2) + "\n")
         if checkpoint is not None:
-            logger.info("Resuming from %s (step %d).", checkpoint, _checkpoint_step(checkpoint))
+            logger.info("Resuming from %s (step %d).", checkpoint, checkpoint_step(checkpoint))
         trainer.train(resume_from_checkpoint=checkpoint)
         record |= {"metrics": trainer.final_metrics(), "log_history": trainer.state.log_history}
         with atomic_directory(output_dir / "model") as model_dir:
             prm.save_pretrained(model_dir)
             (model_dir / TRAINING_RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", "utf-8")
-        logger.info("Trained %s; %s", output_dir / "model", _describe_metrics(record["metrics"]))
+        logger.info("Trained %s; %s", output_dir / "model", describe_metrics(record["metrics"]))
     return output_dir / "model"
-
-
-def _finished_run(output_dir: Path, record: dict[str, Any]) -> dict[str, Any] | None:
-    """Return the training record of the run finished in ``output_dir`` if it had ``record``'s settings and targets.
-
-    None when there is no trained model there (the run has not finished: the model folder appears complete or
-    not at all), or when it was trained otherwise (then the checkpoints decide: resumed, or refused).
-    """
-    recorded_file = output_dir / "model" / TRAINING_RECORD_FILE
-    if not recorded_file.is_file():
-        return None
-    recorded = read_json_object(recorded_file, "Use --no-resume to train it again, or choose another output_dir.")
-    return None if config_differences(recorded, record, ignored=_NOT_COMPARED) else recorded
-
-
-def _describe_metrics(metrics: Mapping[str, Any]) -> str:
-    """Say a run's validation metrics in one line (an undefined one, like the AUC of one class, as "undefined").
-
-    Example:
-        >>> _describe_metrics({"eval_loss": 0.6931, "eval_auc": None}), _describe_metrics({})
-        ('validation: eval_loss 0.6931, eval_auc undefined', 'no validation set')
-    """
-    if not metrics:
-        return "no validation set"
-    described = (f"{name} {'undefined' if value is None else format(value, '.4g')}" for name, value in metrics.items())
-    return "validation: " + ", ".join(described)
-
-
-def _checkpoint_step(checkpoint: str) -> int:
-    """Return the optimiser step of a ``checkpoint-<step>`` folder."""
-    return int(Path(checkpoint).name.rpartition("-")[2])
-
-
-def _checkpoint_to_resume(output_dir: Path, record: dict[str, Any], resume: bool) -> str | None:
-    """Return the last complete checkpoint in ``output_dir`` to resume from, or None to start from scratch.
-
-    A checkpoint is complete once ``Trainer`` wrote its ``trainer_state.json`` (its last file); newer incomplete
-    ones (a run stopped while writing them) are deleted. Without ``resume``, every checkpoint is deleted.
-
-    Raises:
-        ValueError: the checkpoints' run had other settings or targets than ``record`` (named), or no recorded
-            settings at all.
-    """
-    while (last := get_last_checkpoint(output_dir)) is not None:
-        if not resume:
-            logger.info("Starting over (--no-resume): deleting %s.", last)
-        elif (Path(last) / TRAINER_STATE_NAME).is_file():
-            break
-        else:
-            logger.warning("Deleting %s: incomplete (its run was stopped while writing it).", last)
-        shutil.rmtree(last)
-    if last is None:
-        return None
-    start_over = "or --no-resume to start over there (deleting its checkpoints), or choose another output_dir"
-    recorded_file = output_dir / RUN_CONFIG_FILE
-    if not recorded_file.is_file():
-        raise ValueError(f"{output_dir} holds {PREFIX_CHECKPOINT_DIR} folders but no {RUN_CONFIG_FILE}: "
-                         f"not a prm-gym train-prm run to resume; {start_over}.")
-    recorded = read_json_object(recorded_file, f"Use --no-resume to start over, {start_over[3:]}.")
-    differences = config_differences(recorded, record, ignored=_NOT_COMPARED)
-    if differences:
-        raise ValueError(f"Cannot resume the PRM training in {output_dir}: it was run with other settings "
-                         f"({'; '.join(differences)}). Run it with the same ones to resume, {start_over}.")
-    return last
