@@ -19,6 +19,7 @@ from prm_gym.wrappers import (
     ProcessRewardConfig,
     ProcessRewardWrapper,
     TextFeatures,
+    VectorProcessRewardWrapper,
     adapt_for_sb3,
 )
 from prm_gym.wrappers.commands import NO_COMMAND
@@ -109,6 +110,10 @@ def test_adapters_refuse_an_env_that_is_not_text_and_bad_settings():
         DiscreteCommands(DiscreteCommands(tiny()))
     with pytest.raises(TypeError, match="Put text-level wrappers"):
         TextFeatures(TextFeatures(tiny()))
+    with pytest.raises(TypeError, match="ProcessRewardWrapper scores the text.*Discrete"):
+        ProcessRewardWrapper(adapt_for_sb3(tiny()), TakeScorer())
+    with pytest.raises(TypeError, match="VectorProcessRewardWrapper scores the text.*Box"):
+        VectorProcessRewardWrapper(gym.vector.SyncVectorEnv([lambda: TextFeatures(tiny())]), TakeScorer())
     with pytest.raises(ValueError, match="`max_actions`"):
         DiscreteCommands(tiny(), max_actions=0)
     with pytest.raises(ValueError, match="`parts`"):

@@ -138,6 +138,17 @@ class _ProcessRewards:
             state.value = aggregate(values) if values else 0.0
 
 
+def _require_text(wrapper: str, observation_space: gym.Space[Any], action_space: gym.Space[Any]) -> None:
+    """Refuse an env whose observations or actions are not text: the reward model reads the game's words."""
+    if not (isinstance(observation_space, gym.spaces.Text) and isinstance(action_space, gym.spaces.Text)):
+        raise TypeError(
+            f"{wrapper} scores the text of observations and actions; this env's observation space is "
+            f"{observation_space} and its action space {action_space}. Wrap the text env first and put adapters "
+            f"such as DiscreteCommands and TextFeatures outside it, or let adapt_for_sb3(env, reward_model=...) "
+            f"stack them in that order."
+        )
+
+
 class ProcessRewardWrapper(gym.Wrapper[str, str, str, str]):
     """Rewards from a process reward model, for one text-game env.
 
@@ -156,7 +167,12 @@ class ProcessRewardWrapper(gym.Wrapper[str, str, str, str]):
     def __init__(
         self, env: gym.Env[str, str], reward_model: RewardModel, config: ProcessRewardConfig | None = None
     ) -> None:
-        """Wrap ``env``; ``config`` defaults to ``replace`` mode."""
+        """Wrap ``env``; ``config`` defaults to ``replace`` mode.
+
+        Raises:
+            TypeError: when ``env``'s observations or actions are not text (an adapter is already inside).
+        """
+        _require_text("ProcessRewardWrapper", env.observation_space, env.action_space)
         super().__init__(env)
         self._rewards = _ProcessRewards(reward_model, config or ProcessRewardConfig())
         self._state: _State | None = None
@@ -204,7 +220,12 @@ class VectorProcessRewardWrapper(VectorWrapper):
     """
 
     def __init__(self, env: VectorEnv, reward_model: RewardModel, config: ProcessRewardConfig | None = None) -> None:
-        """Wrap the vector env ``env``; ``config`` defaults to ``replace`` mode."""
+        """Wrap the vector env ``env``; ``config`` defaults to ``replace`` mode.
+
+        Raises:
+            TypeError: when the sub-envs' observations or actions are not text (an adapter is already inside).
+        """
+        _require_text("VectorProcessRewardWrapper", env.single_observation_space, env.single_action_space)
         super().__init__(env)
         self._rewards = _ProcessRewards(reward_model, config or ProcessRewardConfig())
         self._autoreset_mode = AutoresetMode(env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
