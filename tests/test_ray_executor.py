@@ -67,6 +67,16 @@ def test_ray_collects_exactly_the_local_episodes(local_folder, tmp_path):
     assert len({e.seed for e in expected}) == 3 and len({tuple(e.actions) for e in expected}) > 1
 
 
+def test_ray_replays_expert_prefixes_as_the_local_executor(tmp_path):
+    folders = {
+        executor: collect_rollouts(RandomAgent(), dataclasses.replace(
+            collect_config(tmp_path / executor, executor), expert_prefix_share=1.0), progress=False)
+        for executor in ("local", "ray")
+    }  # fmt: skip
+    episodes = load_episodes(folders["ray"])
+    assert episodes == load_episodes(folders["local"]) and all(e.prefix_length > 0 for e in episodes)
+
+
 def test_ray_evaluates_exactly_as_the_local_executor():
     config = EvalConfig(agent="random", split="tiny", num_envs=4, vectorization="sync", max_episode_steps=4)
     local = evaluate(RandomAgent(), config, progress=False)

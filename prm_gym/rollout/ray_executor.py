@@ -50,8 +50,17 @@ _CLOSE_TIMEOUT_S = 30.0
 class GroupPlayer:
     """A Ray actor's state: the run's vector env and an agent, playing one group per :meth:`play` call."""
 
-    def __init__(self, config: RunConfig, games: Sequence[tuple[str, ...]], num_envs: int, agent: Agent | None):
+    def __init__(
+        self,
+        config: RunConfig,
+        games: Sequence[tuple[str, ...]],
+        num_envs: int,
+        agent: Agent | None,
+        privileged: Sequence[str],
+    ):
         """Build the agent (from ``config`` unless ``agent`` is given) and the vector env of ``num_envs``.
+
+        The envs' ``info`` holds the ``privileged`` entries (:func:`~prm_gym.rollout.runner.privileged_info`).
 
         Raises:
             ValueError: when this node's games are not the driver's ``games`` (by :func:`game_key`).
@@ -63,7 +72,7 @@ class GroupPlayer:
                 "driver): give every node the same ALFWorld data (data_dir or $ALFWORLD_DATA)."
             )
         self.agent = agent if agent is not None else _agent_of(config)
-        self.envs = make_envs(config, here, num_envs, self.agent.privileged)
+        self.envs = make_envs(config, here, num_envs, privileged)
 
     def identity(self) -> tuple[str, str, str]:
         """Return the agent's module, class and name (to check that the one built is the one passed)."""
@@ -86,6 +95,7 @@ def play_on_ray(
     config: RunConfig,
     groups: Sequence[Sequence[EpisodeSpec]],
     num_envs: int,
+    privileged: Sequence[str],
     *,
     retried: Callable[[Sequence[EpisodeSpec]], None],
 ) -> Generator[list[Episode], None, None]:
@@ -100,6 +110,7 @@ def play_on_ray(
         config: The run.
         groups: The groups to play.
         num_envs: Sub-envs per actor.
+        privileged: What the actors' envs hand out in ``info`` (:func:`~prm_gym.rollout.runner.privileged_info`).
         retried: Called with a group each time it is submitted again because its actor died.
 
     Raises:
@@ -119,7 +130,7 @@ def play_on_ray(
             ray.init(address=config.ray_address)
     actors: list[Any] = []
     try:
-        actors = _start_actors(agent, config, num_envs, min(_actor_count(config), len(groups)))
+        actors = _start_actors(agent, config, num_envs, privileged, min(_actor_count(config), len(groups)))
         yield from _schedule(actors, groups, retried)
         ray.wait([actor.close.remote() for actor in actors], num_returns=len(actors), timeout=_CLOSE_TIMEOUT_S)
     finally:
@@ -150,7 +161,7 @@ def _actor_count(config: RunConfig) -> int:
     return wanted
 
 
-def _start_actors(agent: Agent, config: RunConfig, num_envs: int, count: int) -> list[Any]:
+def _start_actors(agent: Agent, config: RunConfig, num_envs: int, privileged: Sequence[str], count: int) -> list[Any]:
     """Start ``count`` actors whose agent is built from ``config`` when it names ``agent``, else ``agent`` shipped."""
     import ray
     from ray.exceptions import RayActorError
@@ -161,7 +172,7 @@ def _start_actors(agent: Agent, config: RunConfig, num_envs: int, count: int) ->
     games = [game_key(game) for game in config.games()]
 
     def start(shipped: Agent | None) -> list[Any]:
-        return [actor_class.remote(config, games, num_envs, shipped) for _ in range(count)]
+        return [actor_class.remote(config, games, num_envs, shipped, privileged) for _ in range(count)]
 
     if not isinstance(config, AgentConfig):
         return start(agent)

@@ -12,7 +12,15 @@ every masked sub-env), and every turn is ONE :meth:`~prm_gym.agents.Agent.decide
 episodes, so a language model batches its work across games. A sub-env whose episode ended waits, reset to its
 game and sent the empty command ("Nothing happens."), until the group ends, as a vector env steps all sub-envs at
 once. Each new episode's reset ``info`` goes to :meth:`~prm_gym.agents.Agent.start_episode` (an oracle reads
-its walkthrough there).
+its walkthrough there; privileged entries the agent did not ask for are left out).
+
+Episodes along the expert trajectory (the AgentPRM paper's reset distribution): an episode whose spec has an
+``expert_prefix`` first replays the first k commands of its game's gold walkthrough (:func:`prefix_length`), then
+the agent plays on from there, its contexts holding the replayed turns as if it had played them. The replayed
+steps are recorded with ``expert_prefix=True``. While a sub-env replays, it steps in lockstep with the others but
+is not in the turn's ``decide`` call (no call at all when every live episode replays), so prefixes of different
+lengths share a group. The envs hand out the walkthrough only when a spec asks for a prefix
+(:func:`privileged_info`).
 
 Why groups: the agent's random stream is consumed by the batched calls, so what an episode looks like depends on
 the episodes played beside it. Groups fixed by the spec order make that deterministic: with an output folder, a
@@ -32,7 +40,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,12 +53,22 @@ from tqdm.auto import tqdm
 from prm_gym.agents.base import Agent
 from prm_gym.envs.alfworld.data import list_games
 from prm_gym.envs.alfworld.env import BACKENDS, DEFAULT_BACKEND
+from prm_gym.envs.text_game_env import PRIVILEGED_INFO
 from prm_gym.envs.vector import sub_env_info
 from prm_gym.io import lock_folder
 from prm_gym.prm.context import Context
 from prm_gym.rollout.storage import Episode, Step, append_episodes, prepare_folder
 
-__all__ = ["EXECUTION_FIELDS", "EpisodeSpec", "RunConfig", "make_envs", "play_group", "run_episodes"]
+__all__ = [
+    "EXECUTION_FIELDS",
+    "EpisodeSpec",
+    "RunConfig",
+    "make_envs",
+    "play_group",
+    "prefix_length",
+    "privileged_info",
+    "run_episodes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +155,18 @@ class EpisodeSpec:
     env_seed: int | None = None
     #: The seed the agent is reset with when the episode is the first of its group.
     agent_seed: int | None = None
+    #: Where along the game's gold walkthrough the episode starts, in [0, 1): it first replays the walkthrough's
+    #: first :func:`prefix_length` commands; ``None`` (the default) starts at the game's start.
+    expert_prefix: float | None = None
+
+    def __post_init__(self) -> None:
+        """Check ``expert_prefix``.
+
+        Raises:
+            ValueError: when it is outside [0, 1).
+        """
+        if self.expert_prefix is not None and not 0.0 <= self.expert_prefix < 1.0:
+            raise ValueError(f"`expert_prefix` should be in [0, 1) or None. Received {self.expert_prefix}.")
 
     @property
     def episode_id(self) -> str:
@@ -201,12 +231,13 @@ def run_episodes(
                 return played
             start, num_envs, count = time.perf_counter(), min(config.num_envs, len(specs)), 0
             retried: list[Sequence[EpisodeSpec]] = []
+            privileged = privileged_info(agent, [spec for group in pending for spec in group])
             if config.executor == "ray":
                 from prm_gym.rollout.ray_executor import play_on_ray  # Ray: imported only when asked for
 
-                ended = play_on_ray(agent, config, pending, num_envs, retried=retried.append)
+                ended = play_on_ray(agent, config, pending, num_envs, privileged, retried=retried.append)
             else:
-                ended = _play_here(agent, config, games, pending, num_envs)
+                ended = _play_here(agent, config, games, pending, num_envs, privileged)
             for episodes in stack.enter_context(contextlib.closing(ended)):
                 new = [episode for episode in episodes if episode.episode_id not in finished]
                 finished.update(episode.episode_id for episode in new)
@@ -223,11 +254,41 @@ def run_episodes(
     return sorted(played, key=lambda episode: order[episode.episode_id])
 
 
+def prefix_length(position: float, walkthrough_length: int) -> int:
+    """Return how many gold commands an episode starting at ``position`` along an n-command walkthrough replays.
+
+    ``1 + floor(position * (n - 1))``: uniform over [1, n - 1] for a uniform ``position`` in [0, 1). At least one
+    command, so the episode starts from a state the expert reached (the game's start is the from-start episodes'),
+    and at most n - 1, so the policy always has the winning command left to find. A walkthrough of one command or
+    none leaves no such state: 0, the episode starts at the game's start.
+
+    Example:
+        >>> [prefix_length(position, 5) for position in (0.0, 0.3, 0.99)], prefix_length(0.5, 1)
+        ([1, 2, 4], 0)
+    """
+    return 1 + int(position * (walkthrough_length - 1)) if walkthrough_length > 1 else 0
+
+
+def privileged_info(agent: Agent, specs: Iterable[EpisodeSpec]) -> tuple[str, ...]:
+    """Return the privileged ``info`` entries the envs that play ``specs`` hand out.
+
+    The agent's (:attr:`~prm_gym.agents.base.Agent.privileged`), plus the walkthrough when an episode replays an
+    expert prefix (the runner keeps it from an agent that did not ask for it).
+    """
+    replay = ("walkthrough",) if any(spec.expert_prefix is not None for spec in specs) else ()
+    return tuple(dict.fromkeys((*agent.privileged, *replay)))
+
+
 def _play_here(
-    agent: Agent, config: RunConfig, games: Sequence[Path], groups: Sequence[Sequence[EpisodeSpec]], num_envs: int
+    agent: Agent,
+    config: RunConfig,
+    games: Sequence[Path],
+    groups: Sequence[Sequence[EpisodeSpec]],
+    num_envs: int,
+    privileged: Sequence[str],
 ) -> Generator[list[Episode], None, None]:
     """Play ``groups`` one after another on one vector env of ``num_envs`` sub-envs (the local executor)."""
-    envs = make_envs(config, games, num_envs, agent.privileged)
+    envs = make_envs(config, games, num_envs, privileged)
     try:
         for group in groups:
             yield play_group(envs, agent, group)
@@ -238,7 +299,8 @@ def _play_here(
 def make_envs(config: RunConfig, games: Sequence[Path], num_envs: int, privileged: Sequence[str] = ()) -> VectorEnv:
     """Return the run's vector env: ``games`` in order (reset by index), autoreset disabled, the step cap.
 
-    ``privileged`` is what the agent asks of ``info`` (:attr:`~prm_gym.agents.base.Agent.privileged`).
+    ``privileged`` is what the envs hand out in ``info`` (:func:`privileged_info`: what the agent asks for,
+    :attr:`~prm_gym.agents.base.Agent.privileged`, and the walkthrough when episodes replay it).
     """
     return gym.make_vec(
         "prm_gym/ALFWorld-v0",
@@ -255,13 +317,19 @@ def make_envs(config: RunConfig, games: Sequence[Path], num_envs: int, privilege
 
 @dataclass
 class _Playing:
-    """An episode in play on one sub-env: its spec, its context (the next action's state) and its steps."""
+    """An episode in play on one sub-env: its spec, context (the next action's state), gold prefix and steps."""
 
     spec: EpisodeSpec
     context: Context
     task_type: str
+    prefix: tuple[str, ...] = ()
     steps: list[Step] = field(default_factory=list)
     done: bool = False
+
+    @property
+    def replaying(self) -> bool:
+        """Whether the next step is one of the expert prefix's."""
+        return len(self.steps) < len(self.prefix)
 
     def episode(self, agent: Agent, seed: int | None) -> Episode:
         """Return the finished episode."""
@@ -276,39 +344,47 @@ def play_group(envs: VectorEnv, agent: Agent, group: Sequence[EpisodeSpec]) -> l
     """Play the episodes of ``group`` (at most ``envs.num_envs``) in lockstep; return them in order.
 
     Sub-env ``k`` plays ``group[k]``; sub-envs past the group's end wait on the group's last game. Every turn
-    is one ``decide`` call over the unfinished episodes.
+    is one ``decide`` call over the unfinished episodes that are not replaying an expert prefix.
 
     Raises:
-        ValueError: when the group is larger than the vector env, or ``decide`` returns another number of
-            decisions than it was given contexts.
+        ValueError: when the group is larger than the vector env, ``decide`` returns another number of
+            decisions than it was given contexts, or an episode replays an expert prefix on envs that hand out no
+            walkthrough (make them with :func:`privileged_info`).
     """
     if not 0 < len(group) <= envs.num_envs:
         raise ValueError(f"A group of {len(group)} episodes cannot be played on {envs.num_envs} sub-envs.")
     seed = group[0].agent_seed
     agent.reset(seed=seed)
+    unasked = set(PRIVILEGED_INFO) - set(agent.privileged)
     games = [group[min(k, len(group) - 1)].game_index for k in range(envs.num_envs)]
     seeds = [group[k].env_seed if k < len(group) else None for k in range(envs.num_envs)]
     playing = []
     for k, (observation, info) in sorted(_reset(envs, dict(enumerate(games)), seeds).items()):
         if k < len(group):
-            agent.start_episode(info)
-            playing.append(_Playing(group[k], Context.from_reset(observation, info), info["task_type"]))
+            agent.start_episode({key: value for key, value in info.items() if key not in unasked})
+            context = Context.from_reset(observation, info)
+            playing.append(_Playing(group[k], context, info["task_type"], _gold_prefix(group[k], info)))
     while live := [k for k, episode in enumerate(playing) if not episode.done]:
-        decisions = agent.decide([playing[k].context for k in live])
-        if len(decisions) != len(live):
-            raise ValueError(f"{agent.name} returned {len(decisions)} decisions for {len(live)} contexts.")
+        asked = [k for k in live if not playing[k].replaying]
+        decisions = agent.decide([playing[k].context for k in asked]) if asked else []
+        if len(decisions) != len(asked):
+            raise ValueError(f"{agent.name} returned {len(decisions)} decisions for {len(asked)} contexts.")
         actions = [_IDLE_ACTION] * envs.num_envs
-        for k, decision in zip(live, decisions, strict=True):
+        for k, decision in zip(asked, decisions, strict=True):
             playing[k].context = playing[k].context.propose(decision.action, decision.reason)
-            actions[k] = decision.action
+        for k in live:
+            if playing[k].replaying:
+                playing[k].context = playing[k].context.propose(playing[k].prefix[len(playing[k].steps)])
+            actions[k] = str(playing[k].context.action)
         observations, rewards, terminations, truncations, infos = envs.step(tuple(actions))
         ended = {}
         for k in live:
             episode, info = playing[k], sub_env_info(infos, k)
+            expert = episode.replaying
             episode.done = bool(terminations[k] or truncations[k])
-            episode.steps.append(
-                Step(episode.context, float(rewards[k]), bool(info["won"]), episode.done, bool(truncations[k]))
-            )
+            episode.steps.append(Step(
+                episode.context, float(rewards[k]), bool(info["won"]), episode.done, bool(truncations[k]), expert
+            ))  # fmt: skip
             if episode.done:
                 ended[k] = games[k]
             else:
@@ -316,6 +392,19 @@ def play_group(envs: VectorEnv, agent: Agent, group: Sequence[EpisodeSpec]) -> l
         if ended and any(not episode.done for episode in playing):
             _reset(envs, ended, [None] * envs.num_envs)  # they wait for the group's last episode
     return [episode.episode(agent, seed) for episode in playing]
+
+
+def _gold_prefix(spec: EpisodeSpec, info: Mapping[str, Any]) -> tuple[str, ...]:
+    """Return the gold commands the episode replays first (none without ``spec.expert_prefix``)."""
+    if spec.expert_prefix is None:
+        return ()
+    if "walkthrough" not in info:
+        raise ValueError(
+            f"Episode {spec.episode_id} starts along the expert trajectory, but its env hands out no walkthrough: "
+            "make the envs with privileged=privileged_info(agent, specs)."
+        )
+    walkthrough = tuple(info["walkthrough"])
+    return walkthrough[: prefix_length(spec.expert_prefix, len(walkthrough))]
 
 
 def _reset(

@@ -7,8 +7,9 @@ Evaluation and rollout collection write one format, through the one episode runn
   ``agent`` (the agent's name) and ``prm_gym_version``; written once, atomically, when the folder is first used.
 - ``episodes.jsonl``: one row per step, with the columns :data:`ROW_COLUMNS`: the episode (id, game index, repeat,
   the seeds its env and its agent were reset with, agent, game file, task type), the step ``t``, the context the
-  action was taken in (action and reason included), and the env's answer (reward, won, done, truncated). An
-  episode's rows are consecutive, from step 0 to its ``done`` step.
+  action was taken in (action and reason included), who chose the action (``expert_prefix``: true for the gold
+  commands an episode replays before the agent plays on, see :mod:`prm_gym.rollout.runner`), and the env's answer
+  (reward, won, done, truncated). An episode's rows are consecutive, from step 0 to its ``done`` step.
 - ``.lock``: held by the run writing there, so that two runs do not append to one file at once.
 
 A row holds the context's fields except the history: each row would repeat all earlier turns, O(T^2) text per
@@ -64,10 +65,11 @@ logger = logging.getLogger(__name__)
 
 #: Files of an episodes folder (the lock is held by the run writing there).
 EPISODES_FILE, CONFIG_FILE, PARQUET_FILE = "episodes.jsonl", "config.json", "episodes.parquet"
-#: Columns of an ``episodes.jsonl`` row: the episode, the step, the context (no history), the env's answer.
+#: Columns of an ``episodes.jsonl`` row: the episode, the step, the context (no history), who chose the action,
+#: the env's answer.
 ROW_COLUMNS = (
     "episode_id", "game_index", "repeat", "env_seed", "seed", "agent", "game_file", "task_type", "t",
-    "task", "observation", "admissible_commands", "action", "reason",
+    "task", "observation", "admissible_commands", "action", "reason", "expert_prefix",
     "reward", "won", "done", "truncated",
 )  # fmt: skip
 
@@ -84,6 +86,8 @@ class Step:
     done: bool = False
     #: Whether it ended here by the step cap.
     truncated: bool = False
+    #: Whether the action is a gold command the episode replayed before the agent played (an expert prefix).
+    expert_prefix: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,11 @@ class Episode:
     def won(self) -> bool:
         """Whether the episode was won."""
         return self.steps[-1].won
+
+    @property
+    def prefix_length(self) -> int:
+        """How many gold commands the episode replayed before the agent played (0: it played from the start)."""
+        return sum(step.expert_prefix for step in self.steps)
 
     @property
     def contexts(self) -> list[Context]:
@@ -169,7 +178,14 @@ def load_episodes(path: str | os.PathLike[str]) -> list[Episode]:
     for rows in groups:
         first, last = rows[0], rows[-1]
         steps = [
-            Step(context, float(row["reward"]), bool(row["won"]), bool(row["done"]), bool(row["truncated"]))
+            Step(
+                context,
+                float(row["reward"]),
+                bool(row["won"]),
+                bool(row["done"]),
+                bool(row["truncated"]),
+                bool(row["expert_prefix"]),
+            )
             for context, row in zip(_contexts(rows), rows, strict=True)
         ]
         episodes.append(Episode(
@@ -325,7 +341,7 @@ def _episode_rows(episode: Episode) -> list[dict[str, Any]]:
     for t, step in enumerate(episode.steps):
         context = {key: value for key, value in step.context.to_dict().items() if key != "history"}
         outcome = {"reward": step.reward, "won": step.won, "done": step.done, "truncated": step.truncated}
-        rows.append({**meta, "t": t, **context, **outcome})
+        rows.append({**meta, "t": t, **context, "expert_prefix": step.expert_prefix, **outcome})
     return rows
 
 
@@ -353,7 +369,10 @@ def _group_episodes(rows: Sequence[dict[str, Any]], file: Path) -> tuple[list[li
     for number, row in enumerate(rows, start=1):
         missing = [column for column in ROW_COLUMNS if column not in row]
         if missing:
-            raise ValueError(f"Line {number} of {file} lacks the columns {missing}.")
+            raise ValueError(
+                f"Line {number} of {file} lacks the columns {missing} (written by another prm-gym version?): collect "
+                "the episodes again into a new output_dir."
+            )
         if not current and row["episode_id"] in seen:
             raise ValueError(
                 f"Line {number} of {file} starts episode {row['episode_id']!r} again: it is already there."
