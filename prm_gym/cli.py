@@ -39,6 +39,7 @@ from prm_gym.envs.alfworld.data import (
 from prm_gym.evaluation import EvalConfig, evaluate, format_table, summarize
 from prm_gym.io import read_jsonl, write_parquet
 from prm_gym.policy.sft_config import SFTConfig
+from prm_gym.prm.target_summary import target_shares
 from prm_gym.prm.targets import TARGETS_FILE, TargetsConfig, compute_targets, save_targets
 from prm_gym.prm.train_config import TrainPRMConfig
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts
@@ -156,6 +157,8 @@ def run_targets(config: TargetsCommand) -> None:
     folder = save_targets(targets, config.output_dir, config, source=source)
     states = len({row.state_key for row in targets})
     print(f"{len(targets)} targets at {states} states from {len(episodes)} episodes in {folder}")
+    for shares in target_shares(episodes, targets, config):
+        print(shares)
 
 
 def run_train_prm(config: TrainPRMConfig) -> None:

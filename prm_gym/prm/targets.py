@@ -16,6 +16,10 @@ before ``wins`` was recorded still load, with ``wins=None``: their label falls b
 
 States are keyed by their text (task, history, observation), as in the paper: the agent's view, so two games
 that read the same share a target.
+
+Rollouts that start along an expert trajectory (``prm-gym collect --expert-prefix-share``) begin with gold
+commands the policy did not choose; :func:`target_steps` says which of their steps are targets
+(``TargetsConfig.expert_steps``).
 """
 
 from __future__ import annotations
@@ -49,12 +53,15 @@ __all__ = [
     "load_targets_config",
     "save_targets",
     "step_return",
+    "target_steps",
 ]
 
 #: Files of a targets folder.
 TARGETS_FILE, CONFIG_FILE = "targets.jsonl", "config.json"
 #: The discount conventions: by distance to the episode's end (the paper's Eq. 1) or from its start.
 DISCOUNTS = ("to_end", "from_start")
+#: Which steps of an expert prefix are targets (:func:`target_steps`).
+EXPERT_STEPS = ("last", "all", "none")
 
 
 @dataclass
@@ -72,13 +79,16 @@ class TargetsConfig:
     loss_outcome: float = -1.0
     #: Keep only (state, action) pairs that at least this many rollouts went through.
     min_visits: int = 1
+    #: Steps of an expert prefix (rollouts that start along the walkthrough) that are targets: "last" (the one
+    #: pi0 plays on from: its return samples Q^pi0), "all" or "none" (see :func:`target_steps`).
+    expert_steps: Literal["last", "all", "none"] = "last"
 
     def __post_init__(self) -> None:
         """Check the settings.
 
         Raises:
-            ValueError: on a gamma outside [0, 1], an unknown discount, outcomes with win <= loss, or
-                min_visits < 1.
+            ValueError: on a gamma outside [0, 1], an unknown discount or expert_steps, outcomes with
+                win <= loss, or min_visits < 1.
         """
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"`gamma` should be in the interval [0, 1]. Received {self.gamma}.")
@@ -91,6 +101,8 @@ class TargetsConfig:
             )
         if self.min_visits < 1:
             raise ValueError(f"`min_visits` should be at least 1. Received {self.min_visits}.")
+        if self.expert_steps not in EXPERT_STEPS:
+            raise ValueError(f"`expert_steps` should be one of {EXPERT_STEPS}. Received {self.expert_steps!r}.")
 
 
 class StepRecord(Protocol):
@@ -99,6 +111,11 @@ class StepRecord(Protocol):
     @property
     def context(self) -> Context:
         """The state and the action taken in it."""
+        ...
+
+    @property
+    def expert_prefix(self) -> bool:
+        """Whether the action is a gold command replayed before the policy played (an expert prefix)."""
         ...
 
 
@@ -150,6 +167,30 @@ def step_return(won: bool, steps_to_end: int, config: TargetsConfig, t: int | No
     if t is None:
         raise ValueError("The 'from_start' discount needs the step's index `t`.")
     return config.gamma**t * outcome
+
+
+def target_steps(episode: EpisodeRecord, config: TargetsConfig) -> list[tuple[int, StepRecord]]:
+    """Return the steps of ``episode`` that are targets, with their index ``t``: all but part of an expert prefix.
+
+    An episode that starts along an expert trajectory replays k gold commands, then pi0 plays on. The return of
+    the last of them, a*_{k-1}, is a sample of Q^pi0(s_{k-1}, a*_{k-1}): pi0 alone plays after it, so it is a
+    valid target, and the one that puts positive targets near the goal ("last", the default). An earlier gold
+    step is followed by more gold commands before pi0 takes over: its return samples the Q of that mixed policy,
+    higher than Q^pi0, and would be averaged, under the same key, with pi0's own rollouts through that (state,
+    action); "last" leaves those steps out, "all" keeps them (Q of the reset distribution's policy), "none"
+    keeps only pi0's steps. The prefix is the episode's first steps (the runner records it so).
+
+    Example:
+        >>> from prm_gym.rollout import Episode, Step
+        >>> played = Episode.from_actions("task", ["intro", "here", "there"], ["go", "take", "put"], won=True)
+        >>> replayed = Episode("0:1", [Step(s.context, s.reward, s.won, s.done, expert_prefix=t < 2)
+        ...                            for t, s in enumerate(played.steps)])
+        >>> [t for t, _ in target_steps(replayed, TargetsConfig())], len(target_steps(played, TargetsConfig()))
+        ([1, 2], 3)
+    """
+    prefix = sum(step.expert_prefix for step in episode.steps)
+    skipped = {"all": 0, "last": max(prefix - 1, 0), "none": prefix}[config.expert_steps]
+    return list(enumerate(episode.steps))[skipped:]
 
 
 def normalised_q(q: float, config: TargetsConfig) -> float:
@@ -250,7 +291,8 @@ def compute_targets(
     Args:
         episodes: Rollouts (:func:`prm_gym.rollout.load_episodes`, or any :class:`EpisodeRecord`); each step's
             context has its action.
-        config: Discount, outcomes and ``min_visits`` (the paper's defaults when omitted).
+        config: Discount, outcomes, ``min_visits`` and which expert-prefix steps count (:func:`target_steps`; the
+            paper's defaults when omitted).
         progress: Show a progress bar over episodes.
 
     Returns:
@@ -275,7 +317,7 @@ def compute_targets(
     for episode in tqdm(episodes, desc="targets", unit="episode", disable=not progress):
         count += 1
         length = len(episode.steps)
-        for t, step in enumerate(episode.steps):
+        for t, step in target_steps(episode, config):
             context = step.context
             if context.action is None:
                 raise ValueError(f"Step {t} of episode {episode.episode_id!r} has no action: rollouts record one.")
