@@ -12,6 +12,7 @@ Usage::
     prm-gym sft --demonstrations runs/demos --model HuggingFaceTB/SmolLM2-135M-Instruct --output-dir runs/sft
     prm-gym eval --agent best-of-n --reward-model runs/prm/model --split valid_unseen --num-envs 8
     prm-gym eval --agent openai --openai.base-url http://127.0.0.1:8080/v1 --split valid_unseen --num-envs 8
+    prm-gym report runs/eval-* --paper --output-dir runs/report
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from prm_gym.policy.sft_config import SFTConfig
 from prm_gym.prm.target_summary import target_shares
 from prm_gym.prm.targets import TARGETS_FILE, TargetsConfig, compute_targets, save_targets
 from prm_gym.prm.train_config import TrainPRMConfig
+from prm_gym.report import ReportConfig, build_report
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts
 from prm_gym.rollout.runner import RunConfig
 from prm_gym.rollout.storage import EPISODES_FILE, export_parquet, load_episodes, load_run_config
@@ -187,6 +189,13 @@ def run_sft(config: SFTConfig) -> None:
     print(f"Fine-tuned policy saved to {model} (prm-gym eval --agent hf --model {model})")
 
 
+def run_report(config: ReportConfig) -> None:
+    """Merge evaluation folders into one Table 1, print it, and say where its files are."""
+    report = build_report(config)
+    print(report.markdown(), end="")
+    print(f"Wrote {config.output_dir}: {', '.join(report.files)}")
+
+
 _COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "data": (DataConfig, run_data),
     "eval": (EvalConfig, run_eval),
@@ -195,6 +204,7 @@ _COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "targets": (TargetsCommand, run_targets),
     "train-prm": (TrainPRMConfig, run_train_prm),
     "sft": (SFTConfig, run_sft),
+    "report": (ReportConfig, run_report),
 }
 
 

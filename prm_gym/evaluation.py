@@ -17,10 +17,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import prm_gym
 from prm_gym.agents import Agent
@@ -30,12 +30,25 @@ from prm_gym.io import atomic_write_bytes, atomic_write_text
 from prm_gym.rollout.runner import EpisodeSpec, RunConfig, run_episodes
 from prm_gym.rollout.storage import Episode, load_episodes
 
-__all__ = ["EvalConfig", "evaluate", "summarize", "format_table", "plot_success"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "EvalConfig",
+    "evaluate",
+    "summarize",
+    "format_table",
+    "plot_success",
+    "plot_success_rows",
+    "plot_success_vs_n",
+]
 
 #: Table 1's column order.
 TABLE_COLUMNS = ("All", "Pick", "Clean", "Heat", "Cool", "Look", "Pick2")
 #: Files an evaluation adds to its episodes folder.
 RESULTS_FILE, CHART_FILE = "results.json", "success.png"
+#: :func:`summarize`'s output: per column ("All", "Pick", ...), the success %, mean #actions and #games.
+Summary = dict[str, dict[str, float]]
 
 
 @dataclass
@@ -94,7 +107,7 @@ def _write_results(output: Path, config: EvalConfig, agent_name: str, episodes: 
     atomic_write_bytes(output / CHART_FILE, plot_success(summary, title))
 
 
-def summarize(episodes: Sequence[Episode]) -> dict[str, dict[str, float]]:
+def summarize(episodes: Sequence[Episode]) -> Summary:
     """Success rate (%), mean number of actions and number of games: overall ("All") and per task type.
 
     Example:
@@ -119,7 +132,7 @@ def summarize(episodes: Sequence[Episode]) -> dict[str, dict[str, float]]:
     }
 
 
-def format_table(summary: dict[str, dict[str, float]], title: str = "") -> str:
+def format_table(summary: Summary, title: str = "") -> str:
     """Render :func:`summarize`'s output as a plain-text table in Table 1's column order."""
     columns = [c for c in TABLE_COLUMNS if c in summary]
     lines = [title] if title else []
@@ -130,19 +143,86 @@ def format_table(summary: dict[str, dict[str, float]], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def plot_success(summary: dict[str, dict[str, float]], title: str = "") -> bytes:
+def plot_success(summary: Summary, title: str = "") -> bytes:
     """Draw :func:`summarize`'s success rates as a bar chart in Table 1's column order; return the PNG bytes."""
+    return plot_success_rows({"": summary}, title)
+
+
+def plot_success_rows(
+    rows: Mapping[str, Summary], title: str = "", errors: Mapping[str, Mapping[str, float]] | None = None
+) -> bytes:
+    """Draw several runs' success rates as grouped bars, one group per Table 1 column; return the PNG bytes.
+
+    One bar per row in each group, named in a legend (a single row with the empty name draws one run's chart);
+    ``errors[row][column]``, when given, is drawn as an error bar (a spread over seeds). A row without a column
+    (a published row that gives only "All") has no bar there.
+
+    Example:
+        >>> row = {"All": {"success": 50.0, "actions": 10.0, "games": 2.0}}
+        >>> plot_success_rows({"a": row, "b": row}, errors={"a": {"All": 5.0}})[1:4]
+        b'PNG'
+    """
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
-    columns = [c for c in TABLE_COLUMNS if c in summary]
-    figure = Figure(figsize=(7, 3.5), dpi=100)
+    columns = [c for c in TABLE_COLUMNS if any(c in summary for summary in rows.values())]
+    width = 0.8 / len(rows)
+    figure = Figure(
+        figsize=(min(14.0, max(7.0, 2.0 + 0.25 * len(columns) * len(rows))), 3.5), dpi=100, layout="constrained"
+    )
     axes = figure.subplots()
-    bars = axes.bar(columns, [summary[c]["success"] for c in columns], color=["#444444"] + ["#4C72B0"] * 6)
-    axes.bar_label(bars, fmt="%.1f")
+    for i, (label, summary) in enumerate(rows.items()):
+        present = [j for j, column in enumerate(columns) if column in summary]
+        offsets = [j + (i - (len(rows) - 1) / 2) * width for j in present]
+        spread = (errors or {}).get(label, {})
+        bars = axes.bar(
+            offsets,
+            [summary[columns[j]]["success"] for j in present],
+            width,
+            yerr=[spread.get(columns[j], 0.0) for j in present] if spread else None,
+            capsize=3,
+            color=["#444444" if columns[j] == "All" else "#4C72B0" for j in present] if len(rows) == 1 else f"C{i}",
+            label=label or None,
+        )
+        if len(rows) <= 3:  # more labels than that overlap; the numbers are in the table
+            axes.bar_label(bars, fmt="%.1f", fontsize=10 if len(rows) == 1 else 7)
+    axes.set_xticks(range(len(columns)), columns)
     axes.set_ylim(0, 110)
     axes.set_ylabel("success %")
     axes.set_title(title, fontsize=10)
-    figure.tight_layout()
+    if len(rows) > 1:
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _png(figure)
+
+
+def plot_success_vs_n(lines: Mapping[str, Sequence[tuple[int, float, float]]], title: str = "") -> bytes:
+    """Draw success % against N (Best-of-N's candidates per turn), one line per ``(n, mean, spread)`` series.
+
+    The spread (over seeds) is drawn as error bars; N is on a log2 axis. Returns the PNG bytes.
+
+    Example:
+        >>> plot_success_vs_n({"best-of-N": [(1, 20.0, 2.0), (4, 35.0, 3.5)]})[1:4]
+        b'PNG'
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 3.5), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    for label, points in lines.items():
+        ns, means, spreads = zip(*sorted(points), strict=True)
+        axes.errorbar(ns, means, yerr=spreads, marker="o", capsize=3, label=label)
+    axes.set_xscale("log", base=2)
+    ticks = sorted({n for points in lines.values() for n, _, _ in points})
+    axes.set_xticks(ticks, [str(n) for n in ticks], minor=False)
+    axes.minorticks_off()
+    axes.set_xlabel("N")
+    axes.set_ylabel("success %")
+    axes.set_ylim(0, 105)
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=7)
+    return _png(figure)
+
+
+def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
