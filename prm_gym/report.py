@@ -9,6 +9,8 @@ agent (``random (max_episode_steps=8)``).
 
 A folder whose episodes do not cover all of its run's games (an interrupted evaluation) is a row of its own,
 marked ``partial: 80 of 134 games``, never merged with complete runs; runs over different games get a warning.
+The run's games are listed from its settings (split, task types, number of games), so the report needs ALFWorld's
+games where it runs (``prm-gym data``; the bundled ``tiny`` split needs none).
 Best-of-N rows whose settings differ only in ``n`` make a success-vs-N chart (complete rows only).
 
 The output folder gets ``report.md`` (the table), ``report.png`` (grouped bars, the spread as error bars),
@@ -204,7 +206,8 @@ def build_report(config: ReportConfig) -> Report:
     Raises:
         ValueError: no folder given, a folder that is not an evaluation (named), one label for runs with
             different settings, or episodes cut short (rerun the evaluation to finish them).
-        FileNotFoundError: a folder without ``config.json`` or ``episodes.jsonl`` (named).
+        FileNotFoundError: a folder without ``config.json`` or ``episodes.jsonl`` (named), or ALFWorld's games
+            not found (:class:`~prm_gym.envs.alfworld.data.DataNotFoundError`: the message says what to run).
     """
     if not config.runs:
         raise ValueError("Give at least one evaluation folder (`prm-gym eval --output-dir DIR`) to report.")
