@@ -36,8 +36,8 @@ def base_model(tmp_path_factory):
     return folder
 
 
-#: A short prompt budget (older turns dropped) keeps each step cheap: the vocabulary's logits dominate.
-PROMPT_TOKENS = 256
+#: Enough for a whole tiny walkthrough (no turn dropped): each episode is one example.
+PROMPT_TOKENS = 1024
 
 
 def config(demonstrations, base_model, output_dir, **overrides):
@@ -47,18 +47,81 @@ def config(demonstrations, base_model, output_dir, **overrides):
     return SFTConfig(**{**settings, **overrides})
 
 
-def test_labels_are_the_answer_tokens_the_policy_scores(demonstrations, base_model):
+def labelled_answers(example) -> list[list[int]]:
+    """The labelled spans of an example (each a run of labels that are not -100), checked to be its input."""
+    spans, span = [], []
+    for token, label in zip(example["input_ids"], example["labels"], strict=True):
+        if label == -100:
+            spans, span = (spans + [span] if span else spans), []
+        else:
+            assert label == token
+            span.append(label)
+    return spans + [span] if span else spans
+
+
+def test_each_episode_is_one_example_labelled_on_every_answer(demonstrations, base_model):
     tokenizer = HFAgent.from_pretrained(base_model, device="cpu").tokenizer
     episodes = load_episodes(demonstrations)
     examples = sft_examples(episodes, tokenizer, PromptConfig(max_prompt_tokens=PROMPT_TOKENS))
+    assert len(examples) == len(episodes) == 2 and all(len(e.steps) > 2 for e in episodes)
+    for example, episode in zip(examples, episodes, strict=True):
+        answers = [tokenizer.decode(span) for span in labelled_answers(example)]
+        assert answers == [f"ACTION: {action}<|im_end|>\n" for action in episode.actions]
+
+
+def test_renders_that_do_not_extend_each_other_give_one_example_per_turn(demonstrations, base_model):
+    tokenizer = HFAgent.from_pretrained(base_model, device="cpu").tokenizer
+    episodes = load_episodes(demonstrations)
+    listed = PromptConfig(max_prompt_tokens=PROMPT_TOKENS, show_admissible_commands=True)
+    examples = sft_examples(episodes, tokenizer, listed)
     assert len(examples) == sum(len(e.steps) for e in episodes)
     actions = [action for episode in episodes for action in episode.actions]
     for example, action in zip(examples, actions, strict=True):
-        answer = [token for token in example["labels"] if token != -100]
-        prompt_length = len(example["labels"]) - len(answer)
-        assert example["labels"][:prompt_length] == [-100] * prompt_length  # the prompt is not learnt
-        assert example["input_ids"][prompt_length:] == answer
+        (answer,) = labelled_answers(example)
+        assert example["input_ids"][-len(answer) :] == answer  # the prompt alone is not learnt
         assert tokenizer.decode(answer) == f"ACTION: {action}<|im_end|>\n"
+
+
+def test_the_whole_episode_example_has_the_per_turn_examples_loss(demonstrations, base_model):
+    """One forward over an episode gives each answer token the log-probability its own turn's forward gives."""
+    model, tokenizer = tiny_llama("LlamaForCausalLM", seed=1)
+    episodes = load_episodes(demonstrations)
+    whole = sft_examples(episodes, tokenizer, PromptConfig(max_prompt_tokens=PROMPT_TOKENS))
+    per_turn = [
+        {"input_ids": e["input_ids"][: end], "labels": [-100] * start + e["labels"][start:end]}
+        for e in whole for start, end in answer_bounds(e["labels"])
+    ]
+    assert len(whole) == 2 and len(per_turn) == sum(len(e.steps) for e in episodes)
+
+    def losses(examples):
+        batch = sft._Collator(tokenizer.pad_token_id)(examples)
+        keep = batch.pop("logits_to_keep")
+        with torch.no_grad():
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        targets = batch["labels"][:, 1:]
+        logprobs = torch.log_softmax(logits[:, :-1].float(), -1)
+        picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        assert keep[:, :-1].equal(targets != -100)
+        return picked[targets != -100]
+
+    torch.testing.assert_close(losses(whole), losses(per_turn), atol=1e-4, rtol=1e-4)
+    # answer_loss (logits projected at the labelled positions only) is their mean.
+    batch = sft._Collator(tokenizer.pad_token_id)(whole)
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        loss = sft.answer_loss(model(**batch), labels)
+    torch.testing.assert_close(loss, -losses(whole).mean(), atol=1e-4, rtol=1e-4)
+
+
+def answer_bounds(labels) -> list[tuple[int, int]]:
+    """The (start, end) of each labelled span."""
+    bounds, start = [], None
+    for i, label in enumerate([*labels, -100]):
+        if label != -100 and start is None:
+            start = i
+        elif label == -100 and start is not None:
+            bounds, start = bounds + [(start, i)], None
+    return bounds
 
 
 def test_no_won_demonstration_is_one_clear_error(demonstrations):
@@ -93,7 +156,7 @@ def test_fine_tuning_teaches_the_demonstrations_and_a_killed_run_resumes(demonst
     record = json.loads((model_dir / "training.json").read_text())
     losses = [log["loss"] for log in record["log_history"] if "loss" in log]
     assert len(losses) == 4 and losses[-1] < losses[0] * 0.75
-    assert record["examples"] == sum(len(e.steps) for e in episodes)
+    assert record["examples"] == len(episodes)  # one per episode
 
     # A run killed right after its first checkpoint resumes from it and ends with the same weights.
     class KilledAfterFirstCheckpoint(sft.ResumableTrainer):

@@ -93,8 +93,10 @@ class OpenAIAgentConfig:
     backoff_max_s: float = 8.0
     #: Most requests in flight at once, over all calls of this agent.
     max_concurrency: int = 8
-    #: How contexts are rendered; ``max_prompt_tokens`` is enforced by estimate (``chars_per_token``).
-    prompt: PromptConfig = field(default_factory=PromptConfig)
+    #: How contexts are rendered; ``max_prompt_tokens`` is enforced by estimate (``chars_per_token``). The admissible
+    #: commands are listed by default: a served chat model acts zero-shot and answers in free text, so it needs to
+    #: see its options (turn it off for a model fine-tuned on the default, unlisted layout).
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(show_admissible_commands=True))
     #: Characters per token assumed when trimming old turns to ``prompt.max_prompt_tokens`` (the server's
     #: tokenizer is not at hand; 3 errs on the short side for English).
     chars_per_token: float = 3.0

@@ -1,15 +1,23 @@
 """Supervised fine-tuning of a causal LM on demonstrations: pi0 of the AgentPRM loop.
 
-Each turn of a won demonstration is one example: the prompt is the turn's state rendered for the assistant's turn
-(:func:`~prm_gym.prm.prompt.encode_contexts`, the one renderer), the answer is the command the demonstrator sent
-(:func:`~prm_gym.prm.prompt.encode_answers`: ``ACTION: <command>`` and the template's end of turn), and the loss is
-the cross-entropy of the answer tokens only (the prompt's labels are ``-100``). These are exactly the tokens
-:class:`~prm_gym.agents.hf_agent.HFAgent` scores in loglik mode and generates in generate mode, so the trained
-model acts as it was trained. Training runs on ``transformers.Trainer`` (through
-:class:`~prm_gym.training_runs.ResumableTrainer`), weights in float32 with bf16 autocast on CPUs and bf16-capable
-GPUs; the run folder, its checkpoints and resume are those of :mod:`prm_gym.training_runs`. The fine-tuned model
-(LoRA adapters merged) and its tokenizer are saved to ``<output_dir>/model``, loadable by
-``HFAgent.from_pretrained`` and ``prm-gym eval --agent hf --model <output_dir>/model``.
+A turn's prompt is its state rendered for the assistant's turn (:func:`~prm_gym.prm.prompt.encode_contexts`, the
+one renderer), its answer the command the demonstrator sent (:func:`~prm_gym.prm.prompt.encode_answers`:
+``ACTION: <command>`` and the template's end of turn), and the loss is the cross-entropy of the answer tokens only
+(the prompt's labels are ``-100``). These are exactly the tokens :class:`~prm_gym.agents.hf_agent.HFAgent` scores
+in loglik mode and generates in generate mode, so the trained model acts as it was trained.
+
+Because the renderer is append-only, the last turn's prompt and answer hold every earlier turn's prompt and answer
+as prefixes, so a won episode is one example with the loss on each of its answers: the same loss per answer as one
+example per turn, at a fraction of the tokens (~5x for ALFWorld's walkthroughs, ``benchmarks/RESULTS.md``, "Prompt
+layouts"). Where the renders do not extend each other (``show_admissible_commands``, old turns dropped to fit the
+budget), each turn is its own example. The model's head projects only the positions where the loss is
+(``logits_to_keep``), not the whole prompt.
+
+Training runs on ``transformers.Trainer`` (through :class:`~prm_gym.training_runs.ResumableTrainer`), weights in
+float32 with bf16 autocast on CPUs and bf16-capable GPUs; the run folder, its checkpoints and resume are those of
+:mod:`prm_gym.training_runs`. The fine-tuned model (LoRA adapters merged) and its tokenizer are saved to
+``<output_dir>/model``, loadable by ``HFAgent.from_pretrained`` and ``prm-gym eval --agent hf --model
+<output_dir>/model``.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F  # noqa: N812 - the usual name
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from prm_gym.checkpoints import ensure_pad_token, load_pretrained, max_positions, resolve_source
@@ -42,7 +51,7 @@ from prm_gym.training_runs import (
     finished_run,
 )
 
-__all__ = ["sft_examples", "train_sft"]
+__all__ = ["answer_loss", "sft_examples", "train_sft"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +62,11 @@ _NOT_COMPARED = frozenset({"sft.output_dir", "sft.device", "sft.resume", "sft.de
 def sft_examples(
     episodes: Sequence[Episode], tokenizer: Any, prompt: PromptConfig, *, positions: int | None = None
 ) -> list[dict[str, list[int]]]:
-    """Return one example per turn of the won ``episodes``: ``input_ids`` (prompt + answer) and ``labels``.
+    """Return the training examples of the won ``episodes``: ``input_ids`` and ``labels`` (``-100`` but on answers).
 
-    ``labels`` is ``-100`` over the prompt, so that only the answer is learnt.
+    One example per episode when each turn's prompt and answer is a prefix of the last turn's (the append-only
+    render), with every answer labelled; otherwise one example per turn, its own answer labelled. Either way each
+    answer is learnt once, after the same tokens.
 
     Raises:
         ValueError: when no episode was won, or a turn does not fit ``positions`` (the message says how to fix it).
@@ -69,13 +80,42 @@ def sft_examples(
         answers = encode_answers(episode.actions, tokenizer, prompt)
         longest = max(map(len, answers))
         prompts = encode_contexts(states, tokenizer, prompt, positions=positions, reserve=longest)
-        for prompt_ids, answer_ids in zip(prompts, answers, strict=True):
-            examples.append({"input_ids": prompt_ids + answer_ids, "labels": [-100] * len(prompt_ids) + answer_ids})
+        turns = [(prompt_ids, prompt_ids + answer_ids) for prompt_ids, answer_ids in zip(prompts, answers, strict=True)]
+        whole = turns[-1][1]
+        if all(whole[: len(turn)] == turn for _, turn in turns):
+            labels = [-100] * len(whole)
+            for prompt_ids, turn in turns:
+                labels[len(prompt_ids) : len(turn)] = turn[len(prompt_ids) :]
+            examples.append({"input_ids": whole, "labels": labels})
+        else:
+            examples += [
+                {"input_ids": turn, "labels": [-100] * len(prompt_ids) + turn[len(prompt_ids) :]}
+                for prompt_ids, turn in turns
+            ]
     return examples
 
 
+def answer_loss(
+    outputs: Any, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
+) -> torch.Tensor:
+    """Return the cross-entropy of the answer tokens, from logits computed at the answers' positions only.
+
+    The model ran with ``logits_to_keep`` = the positions whose next token is labelled (:class:`_Collator`), so
+    ``outputs.logits`` is one row per labelled token, in the order of ``labels[:, 1:]``'s labelled entries. The sum
+    is divided by the labelled tokens of the whole accumulated batch (the Trainer's ``num_items_in_batch``), so
+    that gradient accumulation gives the gradient of one large batch.
+    """
+    targets = labels[:, 1:][labels[:, 1:] != -100]
+    loss = F.cross_entropy(outputs.logits.float(), targets.to(outputs.logits.device), reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else len(targets)
+    return loss / count
+
+
 class _Collator:
-    """Pads examples on the right into a batch; padding is masked out of the attention and of the loss."""
+    """Pads examples on the right into a batch; padding is masked out of the attention and of the loss.
+
+    ``logits_to_keep`` marks the positions whose logits the loss reads, so that the model projects only those.
+    """
 
     def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id = pad_token_id
@@ -87,8 +127,11 @@ class _Collator:
             return torch.tensor([item[key] + [value] * (length - len(item[key])) for item in items])
 
         mask = torch.tensor([[1] * len(item["input_ids"]) + [0] * (length - len(item["input_ids"])) for item in items])
-        return {"input_ids": padded("input_ids", self.pad_token_id), "attention_mask": mask,
-                "labels": padded("labels", -100)}  # fmt: skip
+        labels = padded("labels", -100)
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = labels[:, 1:] != -100  # the positions that predict a labelled token
+        return {"input_ids": padded("input_ids", self.pad_token_id), "attention_mask": mask, "labels": labels,
+                "logits_to_keep": keep}  # fmt: skip
 
 
 def train_sft(config: SFTConfig) -> Path:
@@ -142,12 +185,15 @@ def train_sft(config: SFTConfig) -> Path:
             seed=config.seed, bf16=bf16, use_cpu=device.type == "cpu", report_to="none", remove_unused_columns=False,
         )  # fmt: skip
         trainer = ResumableTrainer(
-            model=model.to(device), args=args, train_dataset=examples, data_collator=_Collator(tokenizer.pad_token_id)
-        )
+            model=model.to(device), args=args, train_dataset=examples, data_collator=_Collator(tokenizer.pad_token_id),
+            compute_loss_func=answer_loss,
+        )  # fmt: skip
         atomic_write_text(output_dir / RUN_CONFIG_FILE, json.dumps(record, indent=2) + "\n")
         if checkpoint is not None:
             logger.info("Resuming from %s (step %d).", checkpoint, checkpoint_step(checkpoint))
-        logger.info("Fine-tuning on %d turns of %d won demonstrations.", len(examples), sum(e.won for e in episodes))
+        logger.info("Fine-tuning on %d examples (%d answer tokens) from %d won demonstrations.", len(examples),
+                    sum(label != -100 for example in examples for label in example["labels"]),
+                    sum(e.won for e in episodes))  # fmt: skip
         trainer.train(resume_from_checkpoint=checkpoint)
         record |= {"examples": len(examples), "prompt": dataclasses.asdict(prompt),
                    "log_history": trainer.state.log_history}  # fmt: skip

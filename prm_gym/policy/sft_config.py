@@ -9,7 +9,7 @@ __all__ = ["SFTConfig"]
 
 @dataclass
 class SFTConfig:
-    """Fine-tune a causal LM on demonstrations: the won episodes of an episodes folder, one example per turn.
+    """Fine-tune a causal LM on demonstrations: the won episodes of an episodes folder, one example per episode.
 
     The optimiser settings are ``TrainingArguments``' (same names and meanings); the defaults suit full
     fine-tuning of a small model (use a learning rate around 2e-4 with ``lora``).
@@ -27,10 +27,10 @@ class SFTConfig:
     model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     #: Checkpoints go here (checkpoint-<step>), with the run's config.json; the model to ``<output_dir>/model``.
     output_dir: str = "runs/sft"
-    #: Token budget of a rendered prompt (older turns are dropped to fit); act with the same budget
-    #: (``--hf.prompt.max-prompt-tokens``) to see what training saw.
-    max_prompt_tokens: int = 1024
-    #: Train on a seeded sample of this many turns (all when unset).
+    #: Token budget of a rendered prompt (older turns are dropped to fit; an episode that needs a drop is trained
+    #: turn by turn); act with the same budget (``--hf.prompt.max-prompt-tokens``) to see what training saw.
+    max_prompt_tokens: int = 2048
+    #: Train on a seeded sample of this many examples (episodes, or turns where an episode is split; all when unset).
     max_examples: int | None = None
     #: Train LoRA adapters instead of every weight (merged into the saved model).
     lora: bool = False
@@ -38,6 +38,7 @@ class SFTConfig:
     num_train_epochs: float = 1.0
     #: Stop after this many optimiser steps (-1: run the epochs).
     max_steps: int = -1
+    #: Examples (whole episodes, most of them) per optimiser step and device.
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     #: Log the training loss every this many optimiser steps (below 1: that fraction of the run's steps).

@@ -7,11 +7,24 @@ it scores and what a policy reads. A context becomes a conversation::
     user       "Your task is to: <task>" + the first observation kept
     assistant  "ACTION: <command>"                  one user/assistant pair per history turn
     ...
-    user       the current observation + "Admissible commands: ..."
+    user       the current observation
     assistant  "REASON: <reason>\nACTION: <proposed action>"    only when the context proposes an action
 
+**Append-only.** A turn is rendered the same whether it is the current turn (with the action proposed) or a
+history turn, so the render of turn t+1 begins with the render of turn t and its action, token for token. One
+forward over an episode's last render then holds every turn's positions: key/value caches carry over from turn
+to turn, and training reads every answer of an episode in one forward (:func:`~prm_gym.policy.sft.sft_examples`).
+Two things break it, at a cost measured in ``benchmarks/RESULTS.md`` ("Prompt layouts"): dropping old turns to
+fit the token budget, and ``show_admissible_commands``, which lists the commands under the current observation
+only (each history turn keeping its list would make renders ~4x longer: 6,800 tokens at turn 29 of random play
+instead of 1,660; without the list a cached turn adds ~46 new tokens instead of ~230). The commands are not
+needed to act: loglik policies rank exactly the admissible commands, generated answers are mapped onto them,
+and a reward model scores one proposed action.
+
 When the text would exceed ``max_prompt_tokens``, the oldest history turns are dropped (a line says how
-many); the task, the current observation and the proposed action are never cut.
+many); the task, the current observation and the proposed action are never cut. A reason is shown for the
+proposed action only (``show_reason``; history turns keep the action): it breaks the render at the answer of the
+last turn, a few tokens.
 
 :func:`encode_text` is the one place where text enters a tokenizer (lone surrogates, which Rust tokenizers
 refuse, become U+FFFD there), and :func:`encode_contexts` the one way contexts become model input: rendered,
@@ -63,8 +76,9 @@ class PromptConfig:
     system_prompt: str = SYSTEM_PROMPT
     #: Token budget of the rendered text; older turns are dropped to fit. ``None`` keeps every turn.
     max_prompt_tokens: int | None = 2048
-    #: List the admissible commands after the current observation.
-    show_admissible_commands: bool = True
+    #: List the admissible commands after the current observation (not append-only: history turns do not keep
+    #: their lists; for models that act zero-shot and need to see their options, such as a served chat model).
+    show_admissible_commands: bool = False
     #: Render the proposed action's reason (``REASON: ...``) when the context has one.
     show_reason: bool = True
 
