@@ -13,11 +13,13 @@ Usage::
     prm-gym eval --agent best-of-n --reward-model runs/prm/model --split valid_unseen --num-envs 8
     prm-gym eval --agent openai --openai.base-url http://127.0.0.1:8080/v1 --split valid_unseen --num-envs 8
     prm-gym report runs/eval-* --paper --output-dir runs/report
+    prm-gym agentprm --config run.toml
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -27,9 +29,8 @@ from typing import Any
 
 import tyro
 
-from prm_gym.agents.base import Agent
 from prm_gym.agents.openai_agent import ServerError
-from prm_gym.agents.registry import make_agent
+from prm_gym.config_files import load_config
 from prm_gym.envs.alfworld.data import (
     ALFWORLD_RELEASE_URL,
     SPLITS,
@@ -39,14 +40,15 @@ from prm_gym.envs.alfworld.data import (
 )
 from prm_gym.evaluation import EvalConfig, evaluate, format_table, summarize
 from prm_gym.io import read_jsonl, write_parquet
+from prm_gym.loops.agentprm_config import AgentPRMConfig
+from prm_gym.loops.stages import make_targets
 from prm_gym.policy.sft_config import SFTConfig
-from prm_gym.prm.target_summary import target_shares
-from prm_gym.prm.targets import TARGETS_FILE, TargetsConfig, compute_targets, save_targets
+from prm_gym.prm.targets import TARGETS_FILE, TargetsConfig
 from prm_gym.prm.train_config import TrainPRMConfig
 from prm_gym.report import ReportConfig, build_report
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts
-from prm_gym.rollout.runner import RunConfig
-from prm_gym.rollout.storage import EPISODES_FILE, export_parquet, load_episodes, load_run_config
+from prm_gym.rollout.runner import RunConfig, open_run_agent
+from prm_gym.rollout.storage import EPISODES_FILE, export_parquet, load_episodes
 
 
 @dataclass
@@ -75,23 +77,9 @@ def run_data(config: DataConfig) -> None:
     print(f"ALFWorld games in {target}: {counts}")
 
 
-@contextlib.contextmanager
-def agent_of(config: EvalConfig | CollectConfig) -> Iterator[Agent]:
-    """Build the agent a run's config names (:func:`~prm_gym.agents.registry.make_agent`); close it at the end."""
-    agent = make_agent(
-        config, seed=config.seed, max_episode_steps=config.max_episode_steps, env_kwargs={"backend": config.backend}
-    )
-    try:
-        yield agent
-    finally:
-        close = getattr(agent, "close", None)
-        if callable(close):
-            close()
-
-
 def run_eval(config: EvalConfig) -> None:
     """Evaluate an agent and print Table 1's layout."""
-    with agent_of(config) as agent, _resumable(config):
+    with open_run_agent(config) as agent, _resumable(config):
         episodes = evaluate(agent, config)
     title = f"{agent.name} on {config.split} ({len(episodes)} games, cap {config.max_episode_steps} steps)"
     print(format_table(summarize(episodes), title))
@@ -99,7 +87,7 @@ def run_eval(config: EvalConfig) -> None:
 
 def run_collect(config: CollectConfig) -> None:
     """Collect the rollouts (resuming in the folder) and say how many episodes it holds."""
-    with agent_of(config) as agent, _resumable(config):
+    with open_run_agent(config) as agent, _resumable(config):
         folder = collect_rollouts(agent, config)
     episodes = load_episodes(folder)
     won = sum(episode.won for episode in episodes)
@@ -153,14 +141,8 @@ class TargetsCommand(TargetsConfig):
 
 def run_targets(config: TargetsCommand) -> None:
     """Compute the targets, save them with the rollouts' config, and summarise them."""
-    source = load_run_config(config.rollouts)
-    episodes = load_episodes(config.rollouts)
-    targets = compute_targets(episodes, config, progress=True)
-    folder = save_targets(targets, config.output_dir, config, source=source)
-    states = len({row.state_key for row in targets})
-    print(f"{len(targets)} targets at {states} states from {len(episodes)} episodes in {folder}")
-    for shares in target_shares(episodes, targets, config):
-        print(shares)
+    _, lines = make_targets(config.rollouts, config.output_dir, config)
+    print("\n".join(lines))
 
 
 def run_train_prm(config: TrainPRMConfig) -> None:
@@ -196,6 +178,40 @@ def run_report(config: ReportConfig) -> None:
     print(f"Wrote {config.output_dir}: {', '.join(report.files)}")
 
 
+@dataclass
+class AgentPRMCommand(AgentPRMConfig):
+    """Run (or resume) the AgentPRM loop: rollouts -> targets -> PRM -> Best-of-N -> policy improvement."""
+
+    #: A TOML, YAML or JSON file of these settings (sections as tables: [rollouts], [prm], ...); flags override it.
+    config: str | None = None
+
+
+def run_agentprm(config: AgentPRMCommand) -> None:
+    """Run the loop in its run folder (resuming after its last finished stage) and print its report."""
+    from prm_gym.loops.agentprm import run_agentprm as run_loop
+
+    settings = AgentPRMConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(AgentPRMConfig)})
+    try:
+        root = run_loop(settings)
+    except KeyboardInterrupt:
+        kept = f"the finished stages in {config.output_dir} are kept"
+        print(f"prm-gym: interrupted: {kept}; run the same command again to resume.", file=sys.stderr)
+        raise SystemExit(130) from None
+    print((root / "report" / "report.md").read_text("utf-8"), end="")
+    print(f"Run folder: {root}")
+
+
+def _defaults(argv: Sequence[str]) -> dict[str, Any]:
+    """Return each subcommand's defaults; ``agentprm --config FILE`` makes the file's settings its defaults."""
+    defaults = {name: cls() for name, (cls, _) in _COMMANDS.items()}
+    if argv and argv[0] == "agentprm":
+        files = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+        files += [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+        if files:
+            defaults["agentprm"] = load_config(files[-1], AgentPRMCommand)
+    return defaults
+
+
 _COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "data": (DataConfig, run_data),
     "eval": (EvalConfig, run_eval),
@@ -205,17 +221,24 @@ _COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "train-prm": (TrainPRMConfig, run_train_prm),
     "sft": (SFTConfig, run_sft),
     "report": (ReportConfig, run_report),
+    "agentprm": (AgentPRMCommand, run_agentprm),
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run the subcommand, and turn known errors into one clear line."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        defaults = _defaults(args)
+    except (OSError, ValueError) as error:
+        print(f"prm-gym: error: {error}", file=sys.stderr)
+        return 2
     config = tyro.cli(
         tyro.conf.OmitSubcommandPrefixes[  # type: ignore[misc]
-            tyro.extras.subcommand_type_from_defaults({name: cls() for name, (cls, _) in _COMMANDS.items()})
+            tyro.extras.subcommand_type_from_defaults(defaults)
         ],
-        args=argv,
+        args=args,
         prog="prm-gym",
     )
     run = next(run for cls, run in _COMMANDS.values() if isinstance(config, cls))

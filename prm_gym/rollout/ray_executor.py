@@ -30,11 +30,11 @@ import collections
 import logging
 import os
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, cast
+from typing import Any
 
 from prm_gym.agents.base import Agent
-from prm_gym.agents.registry import AgentConfig, make_agent
-from prm_gym.rollout.runner import EpisodeSpec, RunConfig, make_envs, play_group
+from prm_gym.agents.registry import AgentConfig
+from prm_gym.rollout.runner import EpisodeSpec, RunConfig, make_envs, make_run_agent, play_group
 from prm_gym.rollout.storage import Episode, game_key
 
 __all__ = ["MAX_ATTEMPTS", "play_on_ray"]
@@ -71,7 +71,7 @@ class GroupPlayer:
                 f"The run's games differ on this node ({os.uname().nodename}: {len(here)} games, {len(games)} on the "
                 "driver): give every node the same ALFWorld data (data_dir or $ALFWORLD_DATA)."
             )
-        self.agent = agent if agent is not None else _agent_of(config)
+        self.agent = agent if agent is not None else make_run_agent(config)
         self.envs = make_envs(config, here, num_envs, privileged)
 
     def identity(self) -> tuple[str, str, str]:
@@ -243,14 +243,6 @@ def _kill(actors: Sequence[Any]) -> None:
 
     for actor in actors:
         ray.kill(actor)
-
-
-def _agent_of(config: RunConfig) -> Agent:
-    """Build the agent a config with agent settings names, as the CLI does."""
-    settings = cast(AgentConfig, config)  # actors build their agent only from such configs
-    return make_agent(
-        settings, seed=config.seed, max_episode_steps=config.max_episode_steps, env_kwargs={"backend": config.backend}
-    )
 
 
 def _identity(agent: Agent) -> tuple[str, str, str]:

@@ -40,6 +40,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+import typing
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from tqdm.auto import tqdm
 
 from prm_gym.agents.base import Agent
+from prm_gym.agents.registry import AgentConfig, make_agent
 from prm_gym.envs.alfworld.data import list_games
 from prm_gym.envs.alfworld.env import BACKENDS, DEFAULT_BACKEND
 from prm_gym.envs.text_game_env import PRIVILEGED_INFO
@@ -64,6 +66,8 @@ __all__ = [
     "EpisodeSpec",
     "RunConfig",
     "make_envs",
+    "make_run_agent",
+    "open_run_agent",
     "play_group",
     "prefix_length",
     "privileged_info",
@@ -172,6 +176,29 @@ class EpisodeSpec:
     def episode_id(self) -> str:
         """``"<game index>:<repeat>"``."""
         return f"{self.game_index}:{self.repeat}"
+
+
+def make_run_agent(config: RunConfig) -> Agent:
+    """Build the agent a run's config names (an evaluation's or a collection's agent settings).
+
+    It is seeded with the run's seed, and a Monte-Carlo estimator's rollouts are capped and played as the run's
+    episodes are.
+    """
+    settings = typing.cast(AgentConfig, config)  # such configs are both AgentConfig and RunConfig
+    env_kwargs = {"backend": config.backend}
+    return make_agent(settings, seed=config.seed, max_episode_steps=config.max_episode_steps, env_kwargs=env_kwargs)
+
+
+@contextlib.contextmanager
+def open_run_agent(config: RunConfig) -> Generator[Agent, None, None]:
+    """:func:`make_run_agent`, closed at the end (an agent's server connections or process pools)."""
+    agent = make_run_agent(config)
+    try:
+        yield agent
+    finally:
+        close = getattr(agent, "close", None)
+        if callable(close):
+            close()
 
 
 def run_episodes(

@@ -1,0 +1,211 @@
+"""The AgentPRM loop end to end in miniature (tiny games, tiny random models): every stage, resume, config files."""
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from conftest import tiny_llama, tiny_prm  # noqa: E402
+
+from prm_gym.cli import main  # noqa: E402
+from prm_gym.loops import AgentPRMConfig, ImprovementConfig  # noqa: E402
+from prm_gym.loops import agentprm as loop  # noqa: E402
+from prm_gym.loops.stages import LOOP_FILE  # noqa: E402
+from prm_gym.rollout import load_episodes  # noqa: E402
+
+#: A miniature run: 2 tiny games, short episodes, 2 optimiser steps per training.
+SETTINGS = """
+iterations = 1
+device = "cpu"
+best_of_n = [2]
+eval_seeds = [0]
+
+[hf.prompt]
+max_prompt_tokens = 512
+
+[sft]
+max_steps = 2
+save_steps = 2
+max_prompt_tokens = 512
+
+[rollouts]
+split = "tiny"
+num_games = 2
+repeats = 2
+expert_prefix_share = 0.5
+num_envs = 2
+vectorization = "sync"
+max_episode_steps = 6
+
+[prm]
+max_steps = 2
+save_steps = 2
+validation_fraction = 0.0
+max_prompt_tokens = 512
+
+[improvement]
+n = 2
+
+[improvement.rollouts]
+split = "tiny"
+num_games = 2
+repeats = 2
+expert_prefix_share = 1.0
+num_envs = 2
+vectorization = "sync"
+max_episode_steps = 6
+
+[improvement.sft]
+max_steps = 2
+save_steps = 2
+max_prompt_tokens = 512
+
+[evaluation]
+split = "tiny"
+num_games = 2
+num_envs = 2
+max_episode_steps = 6
+"""
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny random causal LM (pi0's base) and a tiny random PRM backbone, saved as model directories."""
+    folder = tmp_path_factory.mktemp("models")
+    model, tokenizer = tiny_llama("LlamaForCausalLM", seed=0)
+    model.save_pretrained(folder / "policy")
+    tokenizer.save_pretrained(folder / "policy")
+    tiny_prm().save_pretrained(folder / "prm")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def demonstrations(tmp_path_factory):
+    """The gold walkthroughs of the 2 tiny games, as `prm-gym collect --agent walkthrough` writes them."""
+    folder = tmp_path_factory.mktemp("demos")
+    assert main(["collect", "--agent", "walkthrough", "--split", "tiny", "--num-games", "2", "--repeats", "1",
+                 "--num-envs", "1", "--vectorization", "sync", "--output-dir", str(folder)]) == 0  # fmt: skip
+    return folder
+
+
+def write_settings(tmp_path, models, demonstrations):
+    path = tmp_path / "run.toml"
+    text = SETTINGS.replace("[sft]\n", f'[sft]\ndemonstrations = "{demonstrations}"\nmodel = "{models / "policy"}"\n')
+    text = text.replace("[prm]\n", f'[prm]\nmodel = "{models / "prm"}"\n')
+    path.write_text(text, "utf-8")
+    return path
+
+
+def test_the_loop_runs_every_stage_and_a_rerun_does_nothing_again(tmp_path, models, demonstrations, monkeypatch,
+                                                                    capsys):
+    settings = write_settings(tmp_path, models, demonstrations)
+    run = tmp_path / "run"
+    assert main(["agentprm", "--config", str(settings), "--output-dir", str(run)]) == 0
+    assert f"Run folder: {run}" in capsys.readouterr().out
+    record = json.loads((run / LOOP_FILE).read_text())
+    stages = list(record["finished"])
+    assert stages[:4] == ["pi0", "eval pi0 seed 0", "rollouts of pi0", "targets of pi0"]
+    assert stages[4:] == ["q0", "eval best-of-2(pi0, q0) seed 0", "best-of-n episodes for pi1", "pi1",
+                          "eval pi1 seed 0", "eval best-of-2(pi1, q0) seed 0"]  # fmt: skip
+    # pi0 was fine-tuned on the demonstrations; Q0 trained on pi0's rollouts; the report has every evaluation.
+    assert record["finished"]["pi0"] == str(run / "pi0" / "model") and (run / "pi0" / "model").is_dir()
+    assert (run / "q0" / "model" / "training.json").is_file()
+    rollouts = load_episodes(run / "rollouts-pi0")
+    assert len(rollouts) == 4 and {e.agent for e in rollouts} == {"model-loglik"}  # pi0: <folder>-<mode>
+    assert json.loads((run / "targets-pi0" / "config.json").read_text())["source"]["config"]["repeats"] == 2
+    improvement = load_episodes(run / "improve-pi1")
+    assert {e.agent for e in improvement} == {"best-of-2(model-loglik, model)"}
+    pi1 = record["finished"]["pi1"]
+    if any(e.won for e in improvement):  # pi1 is pi0 fine-tuned on the won Best-of-N episodes
+        assert pi1 == str(run / "pi1" / "model") and (run / "pi1" / "model" / "training.json").is_file()
+    else:  # nothing to learn from: pi1 is pi0
+        assert pi1 == record["finished"]["pi0"]
+    report = json.loads((run / "report" / "report.json").read_text())
+    assert len(report["rows"]) == 4 and (run / "report" / "report.png").is_file()
+
+    # A rerun with the same settings finds every stage done and runs none of them.
+    def no_stage(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    for name in ("pi0", "rollouts", "targets", "prm", "improvement_episodes", "fine_tune", "_evaluate"):
+        monkeypatch.setattr(loop._Stages, name, no_stage)
+    assert main(["agentprm", "--config", str(settings), "--output-dir", str(run)]) == 0
+
+
+def test_policy_improvement_fine_tunes_the_policy_on_won_episodes(tmp_path, models, demonstrations):
+    """Rejection-sampling fine-tuning: the won episodes (here the walkthroughs) teach the policy their actions."""
+    from prm_gym.config_files import load_config
+    from prm_gym.loops.stages import LoopRun
+
+    config = load_config(write_settings(tmp_path, models, demonstrations), AgentPRMConfig)
+    stages = loop._Stages(config, tmp_path / "run", LoopRun(tmp_path / "run", {}), progress=False)
+    pi1 = stages.fine_tune(str(models / "policy"), str(demonstrations), "pi1")
+    assert pi1 == str(tmp_path / "run" / "pi1" / "model")
+    record = json.loads((tmp_path / "run" / "pi1" / "model" / "training.json").read_text())
+    assert record["sft"]["model"] == str(models / "policy") and record["examples"] == 2
+    assert record["sft"]["max_steps"] == 2 and record["sft"]["learning_rate"] == 1e-5  # improvement.sft's
+
+
+def test_a_crashed_loop_resumes_at_its_first_unfinished_stage(tmp_path, models, demonstrations, monkeypatch):
+    settings = write_settings(tmp_path, models, demonstrations)
+    from prm_gym.config_files import load_config
+
+    loaded = load_config(settings, AgentPRMConfig)
+    loaded.output_dir = str(tmp_path / "run")
+    loaded.improvement = ImprovementConfig(method="none")
+    calls = []
+    real_prm = loop._Stages.prm
+
+    def crash(self, *args):
+        calls.append("prm")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop._Stages, "prm", crash)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_agentprm(loaded, progress=False)
+    finished = json.loads((tmp_path / "run" / LOOP_FILE).read_text())["finished"]
+    assert list(finished) == ["pi0", "eval pi0 seed 0", "rollouts of pi0", "targets of pi0"]
+
+    def no_stage(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(loop._Stages, "prm", real_prm)
+    for name in ("pi0", "rollouts", "targets"):
+        monkeypatch.setattr(loop._Stages, name, no_stage)
+    loop.run_agentprm(loaded, progress=False)
+    finished = json.loads((tmp_path / "run" / LOOP_FILE).read_text())["finished"]
+    assert list(finished)[4:] == ["q0", "eval best-of-2(pi0, q0) seed 0"]  # method "none": no improvement stages
+
+    # The same folder with other settings is refused, naming them.
+    loaded.targets.gamma = 0.5
+    with pytest.raises(ValueError, match=r"other settings \(targets.gamma: 0.95 there, 0.5 here\)"):
+        loop.run_agentprm(loaded, progress=False)
+
+
+def test_bad_settings_are_one_clear_error(tmp_path, capsys):
+    def error(text, suffix=".toml"):
+        path = tmp_path / f"run{suffix}"
+        path.write_text(text, "utf-8")
+        assert main(["agentprm", "--config", str(path)]) == 2
+        return " ".join(capsys.readouterr().err.split())
+
+    assert "Unknown setting `rollouts.repeat`; the settings there are:" in error("[rollouts]\nrepeat = 2\n")
+    assert "`rollouts.model` is set by the loop" in error('[rollouts]\nmodel = "x"\n')
+    assert "does not parse" in error("[rollouts\n")
+    assert "does not parse" in error("rollouts: [1, 2\n", ".yaml")
+    assert "`iterations` should be at least 1" in error('{"iterations": 0}', ".json")
+    assert main(["agentprm", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "No config file at" in capsys.readouterr().err
+
+
+def test_yaml_and_json_files_give_the_same_settings_as_toml(tmp_path):
+    from prm_gym.config_files import load_config
+
+    (tmp_path / "run.yaml").write_text("iterations: 2\nrollouts:\n  repeats: 8\nbest_of_n: [1, 4]\n", "utf-8")
+    (tmp_path / "run.json").write_text('{"iterations": 2, "rollouts": {"repeats": 8}, "best_of_n": [1, 4]}', "utf-8")
+    (tmp_path / "run.toml").write_text("iterations = 2\nbest_of_n = [1, 4]\n[rollouts]\nrepeats = 8\n", "utf-8")
+    configs = [load_config(tmp_path / f"run.{kind}", AgentPRMConfig) for kind in ("yaml", "json", "toml")]
+    assert configs[0] == configs[1] == configs[2]
+    # A section's loop defaults stay where the file does not set them.
+    assert configs[0].rollouts.repeats == 8 and configs[0].rollouts.split == "train"
+    assert configs[0].rollouts.expert_prefix_share == 0.5 and configs[0].best_of_n == (1, 4)
