@@ -198,6 +198,15 @@ def test_bad_settings_are_one_clear_error(tmp_path, capsys):
     assert "No config file at" in capsys.readouterr().err
 
 
+def test_the_shipped_cpu_config_loads():
+    from pathlib import Path
+
+    from prm_gym.config_files import load_config
+
+    config = load_config(Path(__file__).parents[1] / "configs" / "agentprm_cpu.toml", AgentPRMConfig)
+    assert config.policy is None and config.sft.demonstrations == "runs/demos" and config.evaluation.split == "valid_unseen"
+
+
 def test_yaml_and_json_files_give_the_same_settings_as_toml(tmp_path):
     from prm_gym.config_files import load_config
 
