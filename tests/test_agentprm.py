@@ -204,7 +204,8 @@ def test_the_shipped_cpu_config_loads():
     from prm_gym.config_files import load_config
 
     config = load_config(Path(__file__).parents[1] / "configs" / "agentprm_cpu.toml", AgentPRMConfig)
-    assert config.policy is None and config.sft.demonstrations == "runs/demos" and config.evaluation.split == "valid_unseen"
+    assert config.policy is None and config.sft.demonstrations == "runs/demos"
+    assert config.evaluation.split == "valid_unseen" and config.rollouts.expert_prefix_share == 0.5
 
 
 def test_yaml_and_json_files_give_the_same_settings_as_toml(tmp_path):
