@@ -5,7 +5,9 @@ action) is rendered by :func:`~prm_gym.prm.prompt.render_text`, and Q(s, a) = si
 sequence-classification head (decoders read it at the last real token, encoders at the first). Training uses the
 same :meth:`ProcessRewardModel.encode` and :meth:`ProcessRewardModel.logits`, so train and test inputs match.
 Scoring reads a token prefix that several contexts share (the N candidate actions of one state) only once
-(:mod:`prm_gym.prm.shared_prefix`); ``shared_prefix=False`` turns that off.
+(:mod:`prm_gym.prm.shared_prefix`), and keeps the keys and values of recent prefixes from call to call
+(:mod:`prm_gym.prm.prefix_cache`), so the next turn of an episode runs only its new tokens;
+``shared_prefix=False`` turns both off, ``prefix_cache_tokens=0`` the second.
 Models load from a Hugging Face directory, a hub id, or a GGUF file (converted once to safetensors in a cache
 folder); weights are read and written as safetensors only, nothing is unpickled.
 """
@@ -35,18 +37,23 @@ from prm_gym.devices import resolve_device, resolve_dtype
 from prm_gym.io import atomic_directory
 from prm_gym.prm import shared_prefix as sharing
 from prm_gym.prm.context import Context
+from prm_gym.prm.prefix_cache import PrefixCache
 from prm_gym.prm.prompt import PromptConfig, encode_contexts
 
 if TYPE_CHECKING:
     from peft import LoraConfig
 
-__all__ = ["SETTINGS_FILE", "LoraSettings", "ProcessRewardModel", "head_logits"]
+__all__ = ["PREFIX_CACHE_TOKENS", "SETTINGS_FILE", "LoraSettings", "ProcessRewardModel", "head_logits"]
 
 logger = logging.getLogger(__name__)
 
 
 #: The file beside the weights that holds the prompt config and the model settings.
 SETTINGS_FILE = "prm_gym_config.json"
+
+#: Default cap of the cross-call prefix cache, in tokens: 377 MB for SmolLM2-135M in bf16 (23 KB per token),
+#: eight renders of the default 2,048-token budget (the sub-envs of a vector env, the games of a lockstep group).
+PREFIX_CACHE_TOKENS = 16384
 
 
 @dataclass
@@ -81,8 +88,13 @@ class ProcessRewardModel:
     Contexts are scored in batches of at most ``max_batch_tokens`` padded tokens, longest first, under
     ``torch.inference_mode()``; results come back in input order. Contexts whose tokens share a long prefix
     (the candidate actions of one state) are scored on it: the prefix runs once, then each context's tail
-    against its cached keys and values, which gives the full forwards' scores at a fraction of the cost
-    (``shared_prefix=False`` turns it off; models it cannot handle, such as encoders, get full forwards).
+    against its cached keys and values, which gives the full forwards' scores at a fraction of the cost.
+    Across calls, the keys and values of the prefixes scored (a lone context's: all its tokens but the last)
+    stay in :attr:`prefix_cache`, least recently used evicted past ``prefix_cache_tokens`` tokens: the next turn
+    of an episode, whose render starts with this turn's, runs only its new tokens. Callers change nothing:
+    Best-of-N and the process-reward wrappers benefit as they are (the entries of ended episodes are the least
+    recently used, and go first). ``shared_prefix=False`` turns both off, ``prefix_cache_tokens=0`` the cache;
+    models that cannot share (encoders, see :func:`~prm_gym.prm.shared_prefix.unsupported`) get full forwards.
     Load with :meth:`from_pretrained` (a model directory, a hub id or a GGUF file), or wrap a
     sequence-classification model with ``num_labels=1``.
 
@@ -109,6 +121,7 @@ class ProcessRewardModel:
         max_batch_tokens: int = 8192,
         lora: LoraSettings | LoraConfig | None = None,
         shared_prefix: bool = True,
+        prefix_cache_tokens: int = PREFIX_CACHE_TOKENS,
     ) -> None:
         """Wrap ``model`` (a one-logit sequence classifier) and its ``tokenizer``; add LoRA when ``lora`` is set.
 
@@ -117,7 +130,7 @@ class ProcessRewardModel:
 
         Raises:
             ValueError: when the model's head does not have exactly one label, the tokenizer has neither a pad
-                nor an eos token, or ``max_batch_tokens`` is not positive.
+                nor an eos token, ``max_batch_tokens`` is not positive or ``prefix_cache_tokens`` negative.
         """
         if getattr(model.config, "num_labels", None) != 1:
             raise ValueError(
@@ -142,6 +155,10 @@ class ProcessRewardModel:
         #: Score contexts that share a token prefix on one forward of it (see :mod:`prm_gym.prm.shared_prefix`);
         #: the scores are the full forwards' up to rounding. Models that cannot share get full forwards.
         self.shared_prefix = shared_prefix
+        #: Keys and values of recently scored prefixes, reused by later calls (with ``shared_prefix`` on); its
+        #: ``max_tokens`` (``prefix_cache_tokens``) caps what it holds, 0 turns it off. It empties itself when
+        #: the weights or adapters change (see :meth:`~prm_gym.prm.prefix_cache.PrefixCache.check_weights`).
+        self.prefix_cache = PrefixCache(prefix_cache_tokens)
         self._unshareable: str | None = None  # why this model cannot share prefixes, once found
 
     @classmethod
@@ -156,6 +173,7 @@ class ProcessRewardModel:
         max_batch_tokens: int | None = None,
         lora: LoraSettings | LoraConfig | None = None,
         shared_prefix: bool = True,
+        prefix_cache_tokens: int = PREFIX_CACHE_TOKENS,
         trust_remote_code: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> ProcessRewardModel:
@@ -171,6 +189,7 @@ class ProcessRewardModel:
             max_batch_tokens: Scoring batch budget; default: the saved one, else 8192.
             lora: Wrap the backbone with LoRA adapters (for training).
             shared_prefix: Score contexts that share a token prefix on one forward of it (see the class).
+            prefix_cache_tokens: Cap of the prefix cache kept across calls, in tokens (0: none; see the class).
             trust_remote_code: Let transformers run model code shipped with the checkpoint.
             cache_dir: Folder of converted GGUF models; default :func:`prm_gym.checkpoints.default_cache_dir`.
 
@@ -203,6 +222,7 @@ class ProcessRewardModel:
             max_batch_tokens=max_batch_tokens if max_batch_tokens is not None else saved_max_batch_tokens or 8192,
             lora=lora,
             shared_prefix=shared_prefix,
+            prefix_cache_tokens=prefix_cache_tokens,
         )
 
     @property
@@ -265,12 +285,15 @@ class ProcessRewardModel:
         token_ids = self._tokenize(contexts)
         logits = [0.0] * len(token_ids)
         groups, alone = self._shared_groups(token_ids)
+        cache = self.prefix_cache if groups and self.prefix_cache.max_tokens else None
+        if cache is not None:
+            cache.check_weights(self.model)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
                 for group in groups:
-                    shared = sharing.group_logits(self.model, token_ids, group, self.max_batch_tokens)
+                    shared = sharing.group_logits(self.model, token_ids, group, self.max_batch_tokens, cache)
                     for row, logit in zip(group.rows, shared, strict=True):
                         logits[row] = logit
                 for rows in token_batches([len(token_ids[i]) for i in alone], self.max_batch_tokens):
@@ -283,9 +306,10 @@ class ProcessRewardModel:
         return torch.sigmoid(torch.tensor(logits, dtype=torch.float32)).tolist()
 
     def _shared_groups(self, token_ids: list[list[int]]) -> tuple[list[sharing.PrefixGroup], list[int]]:
-        """Return the groups of rows to score on a shared prefix and the rows for full forwards."""
+        """Return the groups of rows to score on a shared prefix (or a cached one) and the rows for full forwards."""
         everything: tuple[list[sharing.PrefixGroup], list[int]] = ([], list(range(len(token_ids))))
-        if not self.shared_prefix or len(token_ids) < 2:
+        cached = self.prefix_cache.max_tokens > 0
+        if not self.shared_prefix or (len(token_ids) < 2 and not cached):
             return everything
         if self._unshareable is None:
             self._unshareable = sharing.unsupported(self.model) or ""
@@ -293,7 +317,8 @@ class ProcessRewardModel:
                 logger.warning("Scoring with full forwards, no shared prefixes: %s.", self._unshareable)
         if self._unshareable:
             return everything
-        return sharing.plan_groups(token_ids, self.model.config.get_text_config().pad_token_id)
+        pad = self.model.config.get_text_config().pad_token_id
+        return sharing.plan_groups(token_ids, pad, singletons=cached)
 
     def _tokenize(self, contexts: Sequence[Context]) -> list[list[int]]:
         for i, context in enumerate(contexts):

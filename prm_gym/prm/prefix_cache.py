@@ -129,8 +129,9 @@ class PrefixCache:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of keys and values held."""
-        return sum(t.nbytes for entry in self._entries.values() for layer in entry.layers for t in layer)
+        """Bytes of the tensor storages the entries keep alive (``tokens`` x the bytes of a token's keys and values)."""
+        tensors = [t for entry in self._entries.values() for layer in entry.layers for t in layer]
+        return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
 
     def __len__(self) -> int:
         """Return the number of entries."""

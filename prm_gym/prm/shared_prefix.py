@@ -3,10 +3,12 @@
 The N candidate actions of one state render to the same tokens up to the proposed action (system prompt, task,
 history, current observation: ~500-2,000 tokens), then differ in a tail of ~5-20 tokens (the action and the
 template's closing tokens). :func:`plan_groups` finds such groups among the token rows of one ``score`` call;
-:func:`group_logits` runs a group's prefix once through the model, then its suffixes through the backbone in
+:func:`group_logits` runs a group's prefix once through the backbone, then its suffixes through it in
 one row, packed end to end, against the prefix's keys and values (a ``transformers.DynamicCache``), each at
 the positions it has in its full row and masked from the other suffixes, and reads the one-logit ``score``
-head at each suffix's last real token: the logit a full forward of the row gives. :func:`unsupported` says why
+head at each suffix's last real token: the logit a full forward of the row gives. Given a
+:class:`~prm_gym.prm.prefix_cache.PrefixCache`, the prefix runs only after its longest cached prefix (the
+previous turn's, in an episode) and is stored for later calls. :func:`unsupported` says why
 a model cannot be scored this way (encoders, models without a key/value cache, flash attention, sliding-window
 layers, peft prompt learning); such models get full forwards.
 
@@ -28,6 +30,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from prm_gym.prm.prefix_cache import CachedPrefix, PrefixCache, cache_layers
+
 __all__ = ["MIN_SHARED_TOKENS", "PrefixGroup", "group_logits", "plan_groups", "unsupported"]
 
 #: Fewest shared tokens worth a prefix forward of their own; shorter common prefixes (the system prompt alone,
@@ -46,7 +50,11 @@ class PrefixGroup:
 
 
 def plan_groups(
-    token_ids: Sequence[Sequence[int]], pad_token_id: int | None, min_tokens: int = MIN_SHARED_TOKENS
+    token_ids: Sequence[Sequence[int]],
+    pad_token_id: int | None,
+    min_tokens: int = MIN_SHARED_TOKENS,
+    *,
+    singletons: bool = False,
 ) -> tuple[list[PrefixGroup], list[int]]:
     """Return the groups of rows worth scoring on a shared prefix, and the rows left to full forwards.
 
@@ -55,7 +63,9 @@ def plan_groups(
     ``P + sum(len - P)`` tokens), and the group's prefix stays at least ``min_tokens`` long. A group's prefix
     always ends before each row's last real token (the last one that is not ``pad_token_id``, where a
     classifier reads its head), so every row keeps a suffix to run. Greedy in that order, not optimal: a row
-    joins the best neighbour group it meets, which is the right one for the N candidates of a state.
+    joins the best neighbour group it meets, which is the right one for the N candidates of a state. With
+    ``singletons``, a row that joins no group is a group of its own, on all its tokens but the last real one
+    (for a :class:`~prm_gym.prm.prefix_cache.PrefixCache` to serve and keep); rows of one real token stay alone.
 
     Example:
         >>> plan_groups([[1, 2, 3, 4], [7, 8], [1, 2, 3, 5]], pad_token_id=0, min_tokens=2)
@@ -76,31 +86,40 @@ def plan_groups(
                 continue
         groups.append([row])
         prefixes.append(shareable[row])
-    shared = [PrefixGroup(p, tuple(g)) for g, p in zip(groups, prefixes, strict=True) if len(g) > 1]
-    alone = sorted(g[0] for g in groups if len(g) == 1)
-    return shared, alone
+    shared, alone = [], []
+    for rows, prefix in zip(groups, prefixes, strict=True):
+        if len(rows) > 1 or (singletons and prefix > 0):
+            shared.append(PrefixGroup(prefix, tuple(rows)))
+        else:
+            alone.append(rows[0])
+    return shared, sorted(alone)
 
 
 def group_logits(
-    model: Any, token_ids: Sequence[Sequence[int]], group: PrefixGroup, max_batch_tokens: int
+    model: Any,
+    token_ids: Sequence[Sequence[int]],
+    group: PrefixGroup,
+    max_batch_tokens: int,
+    cache: PrefixCache | None = None,
 ) -> list[float]:
     """Return the head's logit for each row of ``group`` (in ``group.rows`` order), reading the prefix once.
 
     ``model`` is a decoder sequence classifier that :func:`unsupported` accepts, or a peft model around one.
-    The prefix runs alone, through the model's own forward, and leaves its keys and values in a cache. The
+    The prefix runs alone through the backbone and leaves its keys and values in a cache; with a ``cache``, only
+    the prefix's tokens after its longest cached prefix run (against the cached keys and values), and the
+    prefix's keys and values are stored back for later calls (the next turn of the episode). The
     suffixes (each row from the prefix's end to its last real token) then run packed end to end in one row of at
     most ``max_batch_tokens`` tokens, through the backbone, against that cache: each suffix token sees the whole
     prefix and its own suffix's earlier tokens (a 4D mask), at the positions it has in its full row. The one-logit
     ``score`` head is read at each suffix's last token. Packing keeps one copy of the prefix's keys and values
     (a batch of suffixes would need one per row, and copying those costs more than the suffixes' arithmetic).
-    Call it under ``torch.inference_mode()`` with the model in eval mode.
+    Call it under ``torch.inference_mode()`` with the model in eval mode, after ``cache.check_weights(model)``.
     """
     classifier = _classifier(model)
     backbone = getattr(classifier, classifier.base_model_prefix)
     pad = classifier.config.get_text_config().pad_token_id
     device = next(classifier.parameters()).device
-    prefix = torch.tensor([list(token_ids[group.rows[0]][: group.prefix])], device=device)
-    layers = [(layer.keys, layer.values) for layer in model(input_ids=prefix, use_cache=True).cache.layers]
+    layers = _prefix_layers(backbone, list(token_ids[group.rows[0]][: group.prefix]), cache)
     suffixes = [list(token_ids[row][group.prefix : _last_real(token_ids[row], pad) + 1]) for row in group.rows]
     logits: list[float] = []
     for pack in _packs([len(suffix) for suffix in suffixes], max_batch_tokens):
@@ -108,13 +127,11 @@ def group_logits(
         ends = torch.tensor([len(suffix) for suffix in packed]).cumsum(0)
         ids = torch.tensor([[token for suffix in packed for token in suffix]], device=device)
         positions = torch.cat([torch.arange(group.prefix, group.prefix + len(suffix)) for suffix in packed])
-        # A fresh cache per pack: the forward appends the pack's keys and values to the one it is given.
-        cache = DynamicCache(layers, config=backbone.config)
         hidden = backbone(
             input_ids=ids,
             attention_mask=_pack_mask(ends, group.prefix, backbone.dtype).to(device),
             position_ids=positions.unsqueeze(0).to(device),
-            cache=cache,
+            cache=layers.dynamic_cache(backbone.config),  # a fresh one per pack: the forward appends to it
             use_cache=True,
         ).last_hidden_state
         logits += classifier.score(hidden[0, (ends - 1).to(device)]).squeeze(-1).float().tolist()
@@ -151,6 +168,24 @@ def unsupported(model: Any) -> str | None:
     if any(type(layer) is not DynamicLayer for layer in DynamicCache(config=backbone.config).layers):
         return f"{name} has sliding-window or other non-full attention layers"
     return None
+
+
+def _prefix_layers(backbone: Any, prefix: list[int], cache: PrefixCache | None) -> CachedPrefix:
+    """Return the keys and values of ``prefix``: its longest match in ``cache`` extended by a forward of the rest."""
+    known = cache.match(prefix) if cache is not None else CachedPrefix(0, ())
+    if known.length < len(prefix):
+        device = backbone.get_input_embeddings().weight.device
+        extended = known.dynamic_cache(backbone.config)
+        backbone(
+            input_ids=torch.tensor([prefix[known.length :]], device=device),
+            position_ids=torch.arange(known.length, len(prefix), device=device).unsqueeze(0),
+            cache=extended,
+            use_cache=True,
+        )
+        known = CachedPrefix(len(prefix), cache_layers(extended))
+    if cache is not None:
+        cache.store(prefix, known.layers)
+    return known
 
 
 def _packs(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
