@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import gymnasium as gym
@@ -109,23 +110,104 @@ def test_sampling_gives_n_per_context_and_reseeding_repeats_them(lm) -> None:
     assert [len(samples) for samples in first] == [4, 4]
     assert len({d.logprob for d in first[0]}) > 1  # varied answers
     agent.reset(seed=3)
-    assert agent.sample(states()[:2], 4) == first
+    again = agent.sample(states()[:2], 4)  # the prompts come from the prefix cache now: same up to rounding
+    assert [(d.action, d.reason) for d in again[0] + again[1]] == [(d.action, d.reason) for d in first[0] + first[1]]
+    assert [d.logprob for d in again[0] + again[1]] == pytest.approx([d.logprob for d in first[0] + first[1]], abs=1e-4)
 
 
-def test_loglik_equals_full_forward_and_picks_the_most_likely(lm) -> None:
-    agent = HFAgent(*lm, HFAgentConfig(mode="loglik"))
-    for state in states():
-        expected = reference_logliks(agent, state)
-        with torch.inference_mode():
-            assert agent._command_logliks(state) == pytest.approx(expected, abs=1e-3)
-        agent.config.max_batch_tokens = 1  # one command per forward: same values
-        with torch.inference_mode():
-            assert agent._command_logliks(state) == pytest.approx(expected, abs=1e-3)
-        agent.config.max_batch_tokens = 16384
-        best = max(range(len(expected)), key=expected.__getitem__)
-        (decision,) = agent.decide([state])
+def command_logliks(agent: HFAgent, contexts: list[Context]) -> list[list[float]]:
+    """The agent's log-likelihood of every admissible command of each context, in one batched call."""
+    answers = [agent._answer_ids(context.admissible_commands) for context in contexts]
+    prompts = [agent._prompt_ids(context) for context in contexts]
+    with torch.inference_mode():
+        return agent._command_logliks(prompts, answers)[0]
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_loglik_equals_full_forward_and_picks_the_most_likely(lm, reuse: bool) -> None:
+    agent = HFAgent(*lm, HFAgentConfig(mode="loglik", prompt_reuse=reuse))
+    expected = [reference_logliks(agent, state) for state in states()]
+    for max_batch_tokens in (16384, 1):  # all states in one batch, then one state per forward: same values
+        agent.config.max_batch_tokens = max_batch_tokens
+        logliks = command_logliks(agent, states())
+        assert [len(row) for row in logliks] == [len(row) for row in expected]
+        for row, expected_row in zip(logliks, expected, strict=True):
+            assert row == pytest.approx(expected_row, abs=1e-4)
+    agent.config.max_batch_tokens = 16384
+    decisions = agent.decide(states())
+    for decision, state, expected_row in zip(decisions, states(), expected, strict=True):
+        best = max(range(len(expected_row)), key=expected_row.__getitem__)
         assert decision.action == state.admissible_commands[best]
-        assert decision.logprob == pytest.approx(expected[best], abs=1e-3)
+        assert decision.logprob == pytest.approx(expected_row[best], abs=1e-4)
+
+
+def play(agent: HFAgent, turns: int) -> list[Context]:
+    """Play a tiny game for ``turns`` turns through ``decide``; return the contexts decided, in order."""
+    env = gym.make("prm_gym/ALFWorld-v0", split="tiny", max_episode_steps=turns)
+    observation, info = env.reset(seed=0)
+    context, contexts = Context.from_reset(observation, info), []
+    for _ in range(turns):
+        contexts.append(context)
+        (decision,) = agent.decide([context])
+        context = context.propose(decision.action, decision.reason)
+        observation, _, _, _, info = env.step(decision.action)
+        context = context.advance(observation, info)
+    env.close()
+    return contexts
+
+
+def test_loglik_reuses_the_previous_turn_and_stays_exact(lm) -> None:
+    """Turn t+1's prompt starts with turn t's prompt and answer: their cached keys and values are read, not rerun,
+    and every command's log-likelihood is still the full forward's."""
+    agent = HFAgent(*lm, HFAgentConfig(mode="loglik"))
+    contexts = play(agent, 4)
+    for before, after in zip(contexts, contexts[1:], strict=False):
+        (answer,) = agent._answer_ids([after.history[-1][1]])
+        prompt = agent._prompt_ids(after)
+        assert prompt[: len(agent._prompt_ids(before)) + len(answer)] == agent._prompt_ids(before) + answer
+        assert agent.prefix_cache.match(prompt).length >= len(agent._prompt_ids(before)) + len(answer)
+    fresh = HFAgent(*lm, HFAgentConfig(mode="loglik"))
+    for context in contexts:  # one turn after the other: each one's prompt on the previous one's cache
+        logliks = command_logliks(fresh, [context])[0]
+        assert logliks == pytest.approx(reference_logliks(fresh, context), abs=1e-4)
+        fresh.decide([context])  # caches this prompt and the answer taken
+    assert fresh.prefix_cache.tokens > 0
+
+
+def test_generation_with_reuse_equals_full_prompts(lm) -> None:
+    """Greedy answers and their log-likelihoods are the same whether the prompts come from the cache or not."""
+    config = HFAgentConfig(max_new_tokens=16)
+    off = HFAgent(*lm, dataclasses.replace(config, prompt_reuse=False))
+    contexts = play(off, 3)
+    on = HFAgent(*lm, config)
+    for turn, context in enumerate(contexts):
+        batch = [context, *states()[:2]]
+        reused, full = on.decide(batch), off.decide(batch)
+        assert [d.action for d in reused] == [d.action for d in full]
+        assert [d.logprob for d in reused] == pytest.approx([d.logprob for d in full], abs=1e-4)
+        if turn:
+            prompt = on._prompt_ids(context)
+            assert on.prefix_cache.match(prompt).length >= len(on._prompt_ids(contexts[turn - 1]))
+    assert off.prefix_cache.tokens == 0
+
+
+def test_models_that_cannot_reuse_get_full_forwards_and_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    _, tokenizer = tiny_llama("LlamaForCausalLM")
+    sizes = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+    # Sliding-window layers (a window wider than the prompts: the same values as full attention).
+    config = transformers.MistralConfig(vocab_size=len(tokenizer), num_key_value_heads=2, sliding_window=4096, **sizes)
+    torch.manual_seed(0)
+    model = transformers.MistralForCausalLM(config).eval()
+    agent = HFAgent(model, tokenizer, HFAgentConfig(mode="loglik"))
+    with caplog.at_level("WARNING"):
+        logliks = command_logliks(agent, states()[:2])
+        agent.decide(states()[:2])
+    assert [r.message for r in caplog.records if "no reuse" in r.message] == [
+        "HFAgent reads every prompt in full, no reuse: MistralForCausalLM has sliding-window or other non-full "
+        "attention layers."
+    ]
+    assert logliks[1] == pytest.approx(reference_logliks(agent, states()[1]), abs=1e-4)
+    assert agent.prefix_cache.tokens == 0
 
 
 def test_loglik_length_normalised_ranks_by_mean_token_logprob(lm) -> None:
@@ -183,6 +265,7 @@ def test_contexts_without_commands_and_bad_config_raise(lm) -> None:
         ({"sample_temperature": 0.0}, "sample_temperature"),
         ({"top_p": 0.0}, "top_p"),
         ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"prefix_cache_tokens": -1}, "prefix_cache_tokens"),
     ]:
         with pytest.raises(ValueError, match=match):
             HFAgentConfig(**bad)
@@ -239,3 +322,19 @@ def test_shared_smollm2_plays_tiny_games(mode: str, tmp_path_factory: pytest.Tem
     config = EvalConfig(split="tiny", num_games=2, max_episode_steps=3, num_envs=2)
     results = evaluate(agent, config, progress=False)
     assert_played_admissibly(results, cap=3)
+
+
+@pytest.mark.skipif(not SHARED_GGUF.is_file(), reason=f"no shared GGUF model at {SHARED_GGUF}")
+def test_shared_smollm2_reuse_equals_full_forwards_in_float32(tmp_path_factory: pytest.TempPathFactory) -> None:
+    cache = tmp_path_factory.getbasetemp() / "smollm2-cache"  # converted once per test process
+    agent = HFAgent.from_pretrained(
+        SHARED_GGUF, HFAgentConfig(mode="loglik"), device="cpu", dtype="fp32", cache_dir=cache
+    )
+    expected = [reference_logliks(agent, state) for state in states()]
+    for state, expected_row in zip(states(), expected, strict=True):  # turn after turn, on the previous one's cache
+        assert command_logliks(agent, [state])[0] == pytest.approx(expected_row, abs=1e-4)
+        agent.decide([state])
+    assert agent.prefix_cache.match(agent._prompt_ids(states()[2])).length > len(agent._prompt_ids(states()[0]))
+    agent.prefix_cache.clear()
+    for row, expected_row in zip(command_logliks(agent, states()), expected, strict=True):  # one batch, no cache
+        assert row == pytest.approx(expected_row, abs=1e-4)

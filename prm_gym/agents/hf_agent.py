@@ -8,8 +8,13 @@ are trained with) and acts in one of two modes:
   path (exact, normalised, nearest) fired. Generation is batched over contexts (padded-token budget) and stops
   for each row once its ACTION line is complete.
 - ``"loglik"``: constrained decoding. The model scores every admissible command's answer
-  (``ACTION: <command>`` and the end of the turn) given the prompt, and the most likely command is taken. The
-  prompt is run once per context and its key/value cache is shared by all its commands.
+  (``ACTION: <command>`` and the end of the turn) given the prompt, and the most likely command is taken.
+
+Each prompt is read once (:mod:`prm_gym.agents.prompt_reuse`, ``HFAgentConfig.prompt_reuse``): in loglik mode
+its commands' answers run as suffixes packed after it, and the contexts of one call (a lockstep group of games)
+are one batch; in both modes the keys and values of the episode's previous prompt and answer, which begin this
+turn's prompt (the renderer is append-only), come from :attr:`HFAgent.prefix_cache`, so a turn runs only its new
+tokens (~50-80 instead of ~500-2,000). The log-likelihoods are the full forwards' up to rounding.
 
 Models load from a hub id, a local directory or a GGUF file through :mod:`prm_gym.checkpoints`, the same path
 as :class:`~prm_gym.prm.model.ProcessRewardModel`; ``trust_remote_code`` stays off unless asked for.
@@ -17,7 +22,6 @@ as :class:`~prm_gym.prm.model.ProcessRewardModel`; ``trust_remote_code`` stays o
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -32,12 +36,14 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError("HFAgent needs the `llm` extra: pip install 'prm-gym[llm]'") from err
 
+from prm_gym.agents import prompt_reuse as reuse
 from prm_gym.agents.base import Agent, Decision
 from prm_gym.agents.hf_config import HFAgentConfig
 from prm_gym.agents.parsing import parse_response
 from prm_gym.checkpoints import ensure_pad_token, load_pretrained, max_positions, resolve_source, token_batches
 from prm_gym.devices import resolve_device, resolve_dtype
 from prm_gym.prm.context import Context
+from prm_gym.prm.prefix_cache import PrefixCache
 from prm_gym.prm.prompt import encode_answers, encode_contexts
 
 __all__ = ["HFAgent"]
@@ -81,6 +87,10 @@ class HFAgent(Agent):
         #: Generate mode: how often each parse path mapped an answer to a command (exact, normalised, nearest).
         self.match_counts: Counter[str] = Counter()
         self._generator = torch.Generator().manual_seed(0)
+        #: Keys and values of the prompts read (and answers taken), matched by token prefix at the next turn;
+        #: bounded by ``config.prefix_cache_tokens``, least recently used evicted.
+        self.prefix_cache = PrefixCache(self.config.prefix_cache_tokens if self.config.prompt_reuse else 0)
+        self._unreusable: str | None = None  # why this model cannot reuse prompts, once found
 
     @classmethod
     def from_pretrained(
@@ -155,7 +165,7 @@ class HFAgent(Agent):
         states = [dataclasses.replace(context, action=None, reason=None) for context in contexts]
         with torch.inference_mode():
             if self.config.mode == "loglik":
-                return [self._ranked(state, n, temperature) for state in states]
+                return self._ranked(states, n, temperature)
             return self._generated(states, n, temperature)
 
     # Generate mode.
@@ -173,8 +183,18 @@ class HFAgent(Agent):
         return answers
 
     def _generate(self, prompts: list[list[int]], n: int, temperature: float) -> tuple[list[str], list[float]]:
-        """Return ``n`` answers per prompt (prompt-major) and each answer's log-probability under the model."""
-        batch = self.tokenizer.pad({"input_ids": prompts}, padding_side="left", return_tensors="pt").to(self.device)
+        """Return ``n`` answers per prompt (prompt-major) and each answer's log-probability under the model.
+
+        With prompt reuse, each prompt's keys and values (all but its last token's) come from
+        :meth:`_prompt_layers` and reach ``generate`` as a left-padded cache, so it runs only the last token.
+        """
+        rows = [prompt for prompt in prompts for _ in range(n)]
+        batch = self.tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt").to(self.device)
+        inputs = dict(batch)
+        if self._reusing():
+            layers = [layer for layer in self._prompt_layers(prompts) for _ in range(n)]
+            width = batch["input_ids"].shape[1] - 1
+            inputs["cache"] = reuse.padded_cache(self.model, layers, [len(row) - 1 for row in rows], width)
         sampling = temperature > 0
         eos_ids = self._eos_ids()
         generation = GenerationConfig(
@@ -183,7 +203,6 @@ class HFAgent(Agent):
             temperature=temperature if sampling else None,
             top_p=self.config.top_p if sampling else None,
             top_k=None,
-            num_return_sequences=n,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=eos_ids or None,
             return_dict_in_generate=True,
@@ -193,7 +212,7 @@ class HFAgent(Agent):
         stop = _ActionLineComplete(self.tokenizer, prompt_length)
         if sampling:  # generate draws from torch's global generator: seed it from the agent's own
             torch.manual_seed(int(torch.randint(2**62, (), generator=self._generator)))
-        output = self.model.generate(**batch, generation_config=generation, stopping_criteria=[stop])
+        output = self.model.generate(**inputs, generation_config=generation, stopping_criteria=[stop])
         new_tokens = output.sequences[:, prompt_length:]
         logits = torch.stack(output.logits, dim=1).float()
         token_logprobs = logits.log_softmax(-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
@@ -219,47 +238,76 @@ class HFAgent(Agent):
 
     # Loglik mode.
 
-    def _ranked(self, state: Context, n: int, temperature: float) -> list[Decision]:
-        """Return ``n`` commands of ``state``: the most likely when greedy, else drawn from their softmax."""
-        commands = state.admissible_commands
-        logliks = torch.tensor(self._command_logliks(state))
-        if temperature == 0:
-            picks = [int(logliks.argmax())] * n
-        else:
-            weights = torch.softmax(logliks / temperature, dim=0)
-            picks = torch.multinomial(weights, n, replacement=True, generator=self._generator).tolist()
-        return [Decision(commands[i], None, float(logliks[i])) for i in picks]
+    def _ranked(self, states: list[Context], n: int, temperature: float) -> list[list[Decision]]:
+        """Return ``n`` commands per state: the most likely when greedy, else drawn from their softmax."""
+        answers = [self._answer_ids(state.admissible_commands) for state in states]
+        prompts = [self._prompt_ids(s, reserve=max(map(len, ids))) for s, ids in zip(states, answers, strict=True)]
+        totals, scored = self._command_logliks(prompts, answers)
+        decisions = []
+        for b, state in enumerate(states):
+            logliks = torch.tensor(totals[b])
+            if temperature == 0:
+                picks = [int(logliks.argmax())] * n
+            else:
+                weights = torch.softmax(logliks / temperature, dim=0)
+                picks = torch.multinomial(weights, n, replacement=True, generator=self._generator).tolist()
+            decisions.append([Decision(state.admissible_commands[i], None, float(logliks[i])) for i in picks])
+            if scored is not None:  # the next turn's prompt starts with this one and, when decided, its answer
+                chosen = picks[0] if n == 1 else None
+                answer = answers[b][chosen] if chosen is not None else []
+                self.prefix_cache.store(prompts[b] + answer, scored[b].prefix(chosen))
+        return decisions
 
-    def _command_logliks(self, state: Context) -> list[float]:
-        """Return log p(answer | prompt) for each admissible command (mean per token with ``length_normalise``).
+    def _command_logliks(
+        self, prompts: list[list[int]], answers: list[list[list[int]]]
+    ) -> tuple[list[list[float]], list[reuse.ScoredPrompt] | None]:
+        """Return log p(answer | prompt) per answer of each prompt (mean per token with ``length_normalise``).
 
-        The prompt is run once; its key/value cache is copied for each batch of answers.
+        With prompt reuse each prompt runs once, from its cached prefix on, its answers packed after it, all
+        prompts in one batch (also returned: what the forwards left, to cache); else full forwards.
         """
-        answers = self._answer_ids(state.admissible_commands)
-        prompt = torch.tensor([self._prompt_ids(state, reserve=max(map(len, answers)))], device=self.device)
-        out = self.model(input_ids=prompt, use_cache=True)
-        first = out.logits[0, -1].float().log_softmax(-1)
-        logliks = [0.0] * len(answers)
-        lengths = [prompt.shape[1] + len(ids) for ids in answers]
-        for rows in token_batches(lengths, self.config.max_batch_tokens):
-            ids = self.tokenizer.pad(
-                {"input_ids": [answers[row] for row in rows]}, padding_side="right", return_tensors="pt"
-            ).to(self.device)
-            cache = copy.deepcopy(out.cache)
-            cache.batch_repeat_interleave(len(rows))
-            mask = torch.cat(
-                [torch.ones(len(rows), prompt.shape[1], dtype=torch.long, device=self.device), ids["attention_mask"]],
-                dim=1,
-            )
-            logits = self.model(input_ids=ids["input_ids"], attention_mask=mask, cache=cache).logits
-            logprobs = torch.cat([first.expand(len(rows), 1, -1), logits[:, :-1].float().log_softmax(-1)], dim=1)
-            token_logprobs = logprobs.gather(-1, ids["input_ids"].unsqueeze(-1)).squeeze(-1) * ids["attention_mask"]
-            totals = token_logprobs.sum(1)
-            if self.config.length_normalise:
-                totals = totals / ids["attention_mask"].sum(1)
-            for row, total in zip(rows, totals.tolist(), strict=True):
-                logliks[row] = total
-        return logliks
+        scored = None
+        if self._reusing():
+            rows = [self._cached_row(prompt) for prompt in prompts]
+            scored = reuse.score_answers(self.model, rows, answers, self.config.max_batch_tokens)
+            totals = [result.logprobs for result in scored]
+        else:
+            totals = reuse.full_answer_logprobs(self.model, prompts, answers, self.config.max_batch_tokens)
+        if self.config.length_normalise:
+            totals = [
+                [total / len(ids) for total, ids in zip(row, row_answers, strict=True)]
+                for row, row_answers in zip(totals, answers, strict=True)
+            ]
+        return totals, scored
+
+    # Prompt reuse.
+
+    def _reusing(self) -> bool:
+        """Say whether prompts are read once (config and model allow it); the first refusal is logged once."""
+        if not self.config.prompt_reuse:
+            return False
+        if self._unreusable is None:
+            self._unreusable = reuse.unsupported(self.model) or ""
+            if self._unreusable:
+                logger.warning("HFAgent reads every prompt in full, no reuse: %s.", self._unreusable)
+        if self._unreusable:
+            return False
+        self.prefix_cache.check_weights(self.model)
+        return True
+
+    def _cached_row(self, prompt: list[int]) -> reuse.PromptRow:
+        """Return ``prompt`` with the keys and values of its longest cached prefix (its last token left to run)."""
+        hit = self.prefix_cache.match(prompt, limit=len(prompt) - 1)
+        return reuse.PromptRow(prompt, hit.length, list(hit.layers) if hit.length else None)
+
+    def _prompt_layers(self, prompts: list[list[int]]) -> list[reuse.Layers]:
+        """Return each prompt's keys and values, running only what the prefix cache lacks; cache them."""
+        rows = [self._cached_row(prompt) for prompt in prompts]
+        scored = reuse.score_answers(self.model, rows, [[] for _ in prompts], self.config.max_batch_tokens)
+        layers = [result.prefix() for result in scored]
+        for prompt, prompt_layers in zip(prompts, layers, strict=True):
+            self.prefix_cache.store(prompt, prompt_layers)
+        return layers
 
     def _answer_ids(self, commands: Sequence[str]) -> list[list[int]]:
         """Return the tokens of the assistant's answer ``ACTION: <command>`` for each command, as rendered.

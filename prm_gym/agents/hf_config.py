@@ -29,6 +29,15 @@ class HFAgentConfig:
     max_batch_tokens: int = 16384
     #: Loglik mode: rank commands by mean log-probability per answer token instead of the sum.
     length_normalise: bool = False
+    #: Read each prompt once: loglik answers run after it as packed suffixes (batched across the call's
+    #: contexts), and the keys and values of the episode's previous prompt and answer, which start this turn's
+    #: prompt (renders are append-only), are reused in both modes, so a turn runs only its new tokens. Off: full
+    #: forwards (one per command in loglik mode), for comparisons; models that cannot (flash attention,
+    #: sliding-window layers) get them too, with a warning. Same log-likelihoods up to rounding.
+    prompt_reuse: bool = True
+    #: Most tokens whose keys and values the agent keeps between turns (least recently used evicted); SmolLM2-135M
+    #: takes 23 KB per token in bf16, so 16,384 tokens take 377 MB. 0 keeps none (prompts still read once per turn).
+    prefix_cache_tokens: int = 16384
     #: How contexts are rendered (the reward models' renderer and settings).
     prompt: PromptConfig = field(default_factory=PromptConfig)
 
@@ -42,6 +51,7 @@ class HFAgentConfig:
             ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
             ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
             ("max_batch_tokens", self.max_batch_tokens >= 1, ">= 1"),
+            ("prefix_cache_tokens", self.prefix_cache_tokens >= 0, ">= 0"),
         ]
         for name, ok, expected in checks:
             if not ok:
