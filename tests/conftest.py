@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -71,3 +72,11 @@ def tiny_prm(seed: int = 0, dtype=None, **kwargs):
 
     model, tokenizer = tiny_llama("LlamaForSequenceClassification", seed, dtype, num_labels=1)
     return ProcessRewardModel(model, tokenizer, **kwargs)
+
+
+def command_logliks(agent, context) -> list[float]:
+    """An HFAgent's log-likelihood of each admissible command of ``context`` (its loglik mode's scores)."""
+    state = dataclasses.replace(context, action=None, reason=None)
+    answers = agent._answer_ids(state.admissible_commands)
+    prompt = agent._prompt_ids(state, reserve=max(map(len, answers)))
+    return agent._command_logliks([prompt], [answers])[0][0]

@@ -11,6 +11,7 @@ from prm_gym.cli import main  # noqa: E402
 from prm_gym.loops import AgentPRMConfig, ImprovementConfig  # noqa: E402
 from prm_gym.loops import agentprm as loop  # noqa: E402
 from prm_gym.loops.stages import LOOP_FILE  # noqa: E402
+from prm_gym.policy.dpo_config import DPOSettings  # noqa: E402
 from prm_gym.rollout import load_episodes  # noqa: E402
 
 #: A miniature run: 2 tiny games, short episodes, 2 optimiser steps per training.
@@ -152,7 +153,9 @@ def test_a_crashed_loop_resumes_at_its_first_unfinished_stage(tmp_path, models, 
 
     loaded = load_config(settings, AgentPRMConfig)
     loaded.output_dir = str(tmp_path / "run")
-    loaded.improvement = ImprovementConfig(method="none")
+    # DPO as the policy improvement: pi0's samples at its rollouts' states, ranked by Q0.
+    dpo = DPOSettings(max_states=4, min_gap=0.0, max_steps=1, per_device_train_batch_size=2, save_steps=1)
+    loaded.improvement = ImprovementConfig(method="dpo", dpo=dpo)
     calls = []
     real_prm = loop._Stages.prm
 
@@ -174,7 +177,12 @@ def test_a_crashed_loop_resumes_at_its_first_unfinished_stage(tmp_path, models, 
         monkeypatch.setattr(loop._Stages, name, no_stage)
     loop.run_agentprm(loaded, progress=False)
     finished = json.loads((tmp_path / "run" / LOOP_FILE).read_text())["finished"]
-    assert list(finished)[4:] == ["q0", "eval best-of-2(pi0, q0) seed 0"]  # method "none": no improvement stages
+    assert list(finished)[4:] == ["q0", "eval best-of-2(pi0, q0) seed 0", "preference pairs for pi1", "pi1",
+                                  "eval pi1 seed 0", "eval best-of-2(pi1, q0) seed 0"]  # fmt: skip
+    assert finished["pi1"] == str(tmp_path / "run" / "pi1" / "model")
+    pairs = (tmp_path / "run" / "pairs-pi1" / "pairs.jsonl").read_text().splitlines()
+    assert 1 <= len(pairs) <= 4 and json.loads((tmp_path / "run" / "pi1" / "model" / "training.json").read_text())[
+        "policy"] == finished["pi0"]  # fmt: skip
 
     # The same folder with other settings is refused, naming them.
     loaded.targets.gamma = 0.5

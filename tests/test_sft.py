@@ -6,7 +6,7 @@ import json
 import pytest
 
 torch = pytest.importorskip("torch")
-from conftest import tiny_llama  # noqa: E402
+from conftest import command_logliks, tiny_llama  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from prm_gym.agents import WalkthroughAgent  # noqa: E402
@@ -139,7 +139,7 @@ def demonstrated_logliks(model_dir, episodes) -> tuple[float, float]:
     shown, others = [], []
     for context in (step.context for episode in episodes for step in episode.steps):
         with torch.inference_mode():
-            logliks = agent._command_logliks(dataclasses.replace(context, action=None, reason=None))
+            logliks = command_logliks(agent, context)
         for command, loglik in zip(context.admissible_commands, logliks, strict=True):
             (shown if command == context.action else others).append(loglik)
     return sum(shown) / len(shown), sum(others) / len(others)

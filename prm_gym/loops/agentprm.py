@@ -8,8 +8,9 @@ Each stage is one of the library's commands with its output in the run folder::
     targets-pi0/             their Monte-Carlo Q targets, the paper's Eq. 1 (prm-gym targets)
     q0/                      the PRM Q0 trained on them, soft BCE (prm-gym train-prm)
     eval/bon4-pi0-q0-s0/     Best-of-N(pi0, Q0) evaluated, for each N and seed
-    improve-pi1/             Best-of-N(pi0, Q0) on train games: the episodes pi1 is fine-tuned on
-    pi1/                     pi1: pi0 fine-tuned on the won ones (rejection-sampling fine-tuning)
+    improve-pi1/             Best-of-N(pi0, Q0) on train games: the episodes pi1 is fine-tuned on ("rft"), or
+    pairs-pi1/               pi0's sampled actions at its rollouts' states, ranked by Q0 ("dpo")
+    pi1/                     pi1: pi0 fine-tuned on the won episodes, or trained by DPO on the pairs
     eval/pi1-s0/, eval/bon4-pi1-q0-s0/
     ... iteration 2: rollouts-pi1/, targets-pi1/, q1/ (warm-started from q0), ...
     report/                  every evaluation in Table 1's layout (prm-gym report)
@@ -73,9 +74,14 @@ def run_agentprm(config: AgentPRMConfig, *, progress: bool = True) -> Path:
             evaluations += stages.evaluate_best_of_n(policy, pi, reward_model, q)
             if config.improvement.method == "none":
                 break
-            episodes = run.stage(f"best-of-n episodes for pi{i}", stages.improvement_episodes, policy, reward_model,
-                                 f"improve-pi{i}")  # fmt: skip
-            policy = run.stage(f"pi{i}", stages.fine_tune, policy, episodes, f"pi{i}")
+            if config.improvement.method == "dpo":
+                pairs = run.stage(f"preference pairs for pi{i}", stages.preference_pairs, policy, reward_model,
+                                  rollouts, f"pairs-pi{i}")  # fmt: skip
+                policy = run.stage(f"pi{i}", stages.dpo, policy, pairs, f"pi{i}")
+            else:
+                episodes = run.stage(f"best-of-n episodes for pi{i}", stages.improvement_episodes, policy,
+                                     reward_model, f"improve-pi{i}")  # fmt: skip
+                policy = run.stage(f"pi{i}", stages.fine_tune, policy, episodes, f"pi{i}")
             evaluations += stages.evaluate_policy(policy, f"pi{i}")
             evaluations += stages.evaluate_best_of_n(policy, f"pi{i}", reward_model, q)
         report = build_report(ReportConfig(runs=tuple(evaluations), output_dir=str(root / "report")))
@@ -142,6 +148,30 @@ class _Stages:
         sft = dataclasses.replace(self.config.improvement.sft, model=policy, demonstrations=episodes,
                                   output_dir=str(self.root / folder), device=self.config.device)  # fmt: skip
         return str(train_sft(sft))
+
+    def preference_pairs(self, policy: str, reward_model: str, rollouts: str, folder: str) -> str:
+        """Pair, at states of ``rollouts``, the policy's sampled actions that the PRM tells apart (DPO's data)."""
+        from prm_gym.agents.hf_agent import HFAgent  # torch: only for this stage
+        from prm_gym.policy.dpo import policy_preferences, sample_states, save_pairs
+        from prm_gym.prm.model import ProcessRewardModel
+
+        settings = self.config.improvement.dpo
+        states = sample_states([c for e in load_episodes(rollouts) for c in e.contexts], settings)
+        agent = HFAgent.from_pretrained(policy, self.config.hf, device=self.config.device)
+        agent.reset(settings.seed)
+        prm = ProcessRewardModel.from_pretrained(reward_model, device=self.config.device)
+        pairs = policy_preferences(states, agent, prm, settings)
+        logger.info("%d preference pairs at %d states of %s.", len(pairs), len(states), rollouts)
+        source = {"policy": policy, "reward_model": reward_model, "rollouts": rollouts, "states": len(states),
+                  "dpo": dataclasses.asdict(settings), "hf": dataclasses.asdict(self.config.hf)}  # fmt: skip
+        return save_pairs(pairs, self.root / folder, source)
+
+    def dpo(self, policy: str, pairs: str, folder: str) -> str:
+        """Train ``policy`` by DPO on ``pairs``, anchored to itself (the reference)."""
+        from prm_gym.policy.dpo import train_dpo  # torch and TRL: only for this stage
+
+        settings, prompt = self.config.improvement.dpo, self.config.hf.prompt
+        return str(train_dpo(policy, pairs, self.root / folder, settings, prompt, device=self.config.device))
 
     def evaluate_policy(self, policy: str, name: str) -> list[str]:
         """Evaluate ``policy`` (greedy, the loop's ``hf`` settings) once per evaluation seed.

@@ -13,6 +13,7 @@ from typing import Literal
 
 from prm_gym.agents.hf_config import HFAgentConfig
 from prm_gym.evaluation import EvalConfig
+from prm_gym.policy.dpo_config import DPOSettings
 from prm_gym.policy.sft_config import SFTConfig
 from prm_gym.prm.targets import TargetsConfig
 from prm_gym.prm.train_config import TrainPRMConfig
@@ -46,24 +47,28 @@ def _improvement_rollouts() -> CollectConfig:
 class ImprovementConfig:
     """How pi_i is made from pi_{i-1} and the PRM Q_{i-1} (policy improvement).
 
-    ``"rft"`` (rejection-sampling fine-tuning): Best-of-N(pi_{i-1}, Q_{i-1}) plays ``rollouts``, and pi_{i-1} is
-    fine-tuned (``sft``) on its won episodes: the PRM's choices that led to a win become the new policy's habits,
-    and starting from pi_{i-1} with few steps keeps it close to pi_{i-1} (the paper's KL anchor, implicitly).
+    ``"dpo"`` (the paper's): at states of pi_{i-1}'s rollouts, pi_{i-1} samples ``dpo.candidates`` actions, Q_{i-1}
+    picks the chosen and the rejected one, and DPO trains pi_i from pi_{i-1}, anchored to it by ``dpo.beta``
+    (:mod:`prm_gym.policy.dpo`). ``"rft"`` (rejection-sampling fine-tuning, cheaper): Best-of-N(pi_{i-1}, Q_{i-1})
+    plays ``rollouts``, and pi_{i-1} is fine-tuned (``sft``) on its won episodes: the PRM's choices that led to a
+    win become the new policy's habits, and few steps from pi_{i-1} keep it close (the KL anchor, implicitly).
     ``"none"`` stops at the PRM (Best-of-N is then the loop's result).
     """
 
-    method: Literal["rft", "none"] = "rft"
+    method: Literal["dpo", "rft", "none"] = "rft"
     #: Candidates per turn of the Best-of-N that plays the fine-tuning episodes.
     n: int = 4
     #: The Best-of-N episodes (``prm-gym collect``'s settings).
     rollouts: CollectConfig = field(default_factory=_improvement_rollouts)
     #: The fine-tuning (``prm-gym sft``'s settings; starts from pi_{i-1}).
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(learning_rate=1e-5))
+    #: DPO's pairs and training ("dpo").
+    dpo: DPOSettings = field(default_factory=DPOSettings)
 
     def __post_init__(self) -> None:
         """Check the method and ``n``."""
-        if self.method not in ("rft", "none"):
-            raise ValueError(f"`improvement.method` should be 'rft' or 'none'. Received {self.method!r}.")
+        if self.method not in ("dpo", "rft", "none"):
+            raise ValueError(f"`improvement.method` should be 'dpo', 'rft' or 'none'. Received {self.method!r}.")
         if self.n < 1:
             raise ValueError(f"`improvement.n` should be at least 1. Received {self.n}.")
 

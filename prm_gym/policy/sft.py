@@ -51,7 +51,7 @@ from prm_gym.training_runs import (
     finished_run,
 )
 
-__all__ = ["answer_loss", "sft_examples", "train_sft"]
+__all__ = ["answer_loss", "save_policy", "sft_examples", "train_sft"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,17 @@ def answer_loss(
     loss = F.cross_entropy(outputs.logits.float(), targets.to(outputs.logits.device), reduction="sum")
     count = num_items_in_batch if num_items_in_batch is not None else len(targets)
     return loss / count
+
+
+def save_policy(model: Any, tokenizer: Any, model_dir: Path, record: Mapping[str, Any]) -> None:
+    """Save a trained policy in bf16 (half the size; policies act in bf16 on CPUs) with its tokenizer and record.
+
+    The folder appears complete or not at all: its ``training.json`` says that the run finished.
+    """
+    with atomic_directory(model_dir) as folder:
+        model.to(torch.bfloat16).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        (folder / TRAINING_RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", "utf-8")
 
 
 class _Collator:
@@ -198,10 +209,7 @@ def train_sft(config: SFTConfig) -> Path:
         record |= {"examples": len(examples), "prompt": dataclasses.asdict(prompt),
                    "log_history": trainer.state.log_history}  # fmt: skip
         trained: Any = model.merge_and_unload() if config.lora else model  # the trainer's model, trained in place
-        with atomic_directory(output_dir / "model") as model_dir:
-            trained.to(torch.bfloat16).save_pretrained(model_dir)  # half the size; policies act in bf16 on CPUs
-            tokenizer.save_pretrained(model_dir)
-            (model_dir / TRAINING_RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", "utf-8")
+        save_policy(trained, tokenizer, output_dir / "model", record)
         losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
         last = losses[-1] if losses else "none"
         logger.info("Fine-tuned %s (last logged training loss: %s).", output_dir / "model", last)

@@ -42,6 +42,7 @@ from prm_gym.prm.context import Context
 __all__ = [
     "SYSTEM_PROMPT",
     "PromptConfig",
+    "answer_texts",
     "clean_text",
     "encode_answers",
     "encode_contexts",
@@ -221,17 +222,15 @@ def encode_contexts(
     return ids
 
 
-def encode_answers(
-    commands: Sequence[str], tokenizer: Tokenizer, config: PromptConfig | None = None
-) -> list[list[int]]:
-    """Return the tokens of the assistant's answer ``ACTION: <command>`` for each command, as rendered.
+def answer_texts(commands: Sequence[str], tokenizer: Tokenizer, config: PromptConfig | None = None) -> list[str]:
+    """Return the text of the assistant's answer ``ACTION: <command>`` for each command, as rendered.
 
     The answer is what a rendered context gains when a command is proposed (the chat template's end-of-turn
-    included): a policy's prompt (:func:`encode_contexts` of a context without action) followed by these tokens is
-    what the policy scores (loglik), generates, and is fine-tuned on. It is found once per call on a one-turn
-    context that no token budget truncates: the text around a marker command, with each command put in its
-    place. Without a chat template nothing ends the answer, so the eos token does ("go to desk 1" is then not a
-    prefix of "go to desk 10").
+    included): a policy's prompt (:func:`encode_contexts` of a context without action) followed by it is what the
+    policy scores (loglik), generates, and is fine-tuned on. It is found once per call on a one-turn context that
+    no token budget truncates: the text around a marker command, with each command put in its place. Without a
+    chat template nothing ends the answer, so the eos token does ("go to desk 1" is then not a prefix of "go to
+    desk 10").
 
     Raises:
         ValueError: when the chat template does not extend the generation prompt with the answer.
@@ -247,7 +246,19 @@ def encode_answers(
         )
     before, after = full[len(prompt) :].split(marker)
     after += "" if tokenizer.chat_template else getattr(tokenizer, "eos_token", None) or ""
-    return [encode_text(tokenizer, before + command + after, add_special_tokens=False) for command in commands]
+    return [before + command + after for command in commands]
+
+
+def encode_answers(
+    commands: Sequence[str], tokenizer: Tokenizer, config: PromptConfig | None = None
+) -> list[list[int]]:
+    """Return the tokens of the assistant's answer (:func:`answer_texts`) for each command.
+
+    Raises:
+        ValueError: when the chat template does not extend the generation prompt with the answer.
+    """
+    texts = answer_texts(commands, tokenizer, config)
+    return [encode_text(tokenizer, text, add_special_tokens=False) for text in texts]
 
 
 def _render(context: Context, tokenizer: Tokenizer, config: PromptConfig, drop_turns: int) -> str:
