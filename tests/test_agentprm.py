@@ -206,6 +206,20 @@ def test_bad_settings_are_one_clear_error(tmp_path, capsys):
     assert "No config file at" in capsys.readouterr().err
 
 
+def test_a_greedy_policy_is_evaluated_once_best_of_n_once_per_seed(tmp_path, monkeypatch):
+    from prm_gym.loops.stages import LoopRun
+
+    played = []
+    monkeypatch.setattr(loop._Stages, "_evaluate", lambda self, folder, seed, **agent: played.append(folder) or folder)
+    config = AgentPRMConfig(policy="pi0", eval_seeds=(0, 1), best_of_n=(2, 4))
+    stages = loop._Stages(config, tmp_path, LoopRun(tmp_path, {}), progress=False)
+    assert stages.evaluate_policy("pi0", "pi0") == ["eval/pi0-s0=pi0"]
+    assert len(stages.evaluate_best_of_n("pi0", "pi0", "q0", "q0")) == 4 and len(played) == 5
+    config.hf.temperature = 0.5  # a sampling policy: once per seed
+    assert stages.evaluate_policy("pi0", "pi0-sampled") == ["eval/pi0-sampled-s0=pi0-sampled",
+                                                            "eval/pi0-sampled-s1=pi0-sampled"]  # fmt: skip
+
+
 def test_the_shipped_cpu_config_loads():
     from pathlib import Path
 

@@ -174,15 +174,16 @@ class _Stages:
         return str(train_dpo(policy, pairs, self.root / folder, settings, prompt, device=self.config.device))
 
     def evaluate_policy(self, policy: str, name: str) -> list[str]:
-        """Evaluate ``policy`` (greedy, the loop's ``hf`` settings) once per evaluation seed.
+        """Evaluate ``policy`` (the loop's ``hf`` settings) once per evaluation seed; greedy, once (it repeats itself).
 
         Returns:
             The evaluation folders as the report takes them, labelled: ``<folder>=<name>``.
         """
+        seeds = self.config.eval_seeds if self.config.hf.temperature > 0 else self.config.eval_seeds[:1]
         return [
             self.run.stage(f"eval {name} seed {seed}", self._evaluate, f"eval/{name}-s{seed}", seed, agent="hf",
                            model=policy) + f"={name}"  # fmt: skip
-            for seed in self.config.eval_seeds
+            for seed in seeds
         ]
 
     def evaluate_best_of_n(self, policy: str, name: str, reward_model: str, q: str) -> list[str]:

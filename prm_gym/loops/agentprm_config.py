@@ -113,7 +113,8 @@ class AgentPRMConfig:
     evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(split="valid_unseen", num_envs=8))
     #: The N of each Best-of-N evaluated with each PRM (1 is the policy sampled once).
     best_of_n: tuple[int, ...] = (4,)
-    #: Seeds of the evaluations (the spread over seeds in the report; greedy policies repeat themselves).
+    #: Seeds of the evaluations (the spread over seeds in the report); a greedy policy is evaluated with the first
+    #: only (it would repeat itself), Best-of-N (which samples) with each.
     eval_seeds: tuple[int, ...] = (0,)
     #: Where the language models run: "auto" (cuda, then mps, then cpu), "cpu", "cuda", ...
     device: str = "auto"
