@@ -115,7 +115,7 @@ def test_sampling_gives_n_per_context_and_reseeding_repeats_them(lm) -> None:
     assert [d.logprob for d in again[0] + again[1]] == pytest.approx([d.logprob for d in first[0] + first[1]], abs=1e-4)
 
 
-def command_logliks(agent: HFAgent, contexts: list[Context]) -> list[list[float]]:
+def batch_logliks(agent: HFAgent, contexts: list[Context]) -> list[list[float]]:
     """The agent's log-likelihood of every admissible command of each context, in one batched call."""
     answers = [agent._answer_ids(context.admissible_commands) for context in contexts]
     prompts = [agent._prompt_ids(context) for context in contexts]
@@ -129,7 +129,7 @@ def test_loglik_equals_full_forward_and_picks_the_most_likely(lm, reuse: bool) -
     expected = [reference_logliks(agent, state) for state in states()]
     for max_batch_tokens in (16384, 1):  # all states in one batch, then one state per forward: same values
         agent.config.max_batch_tokens = max_batch_tokens
-        logliks = command_logliks(agent, states())
+        logliks = batch_logliks(agent, states())
         assert [len(row) for row in logliks] == [len(row) for row in expected]
         for row, expected_row in zip(logliks, expected, strict=True):
             assert row == pytest.approx(expected_row, abs=1e-4)
@@ -168,7 +168,7 @@ def test_loglik_reuses_the_previous_turn_and_stays_exact(lm) -> None:
         assert agent.prefix_cache.match(prompt).length >= len(agent._prompt_ids(before)) + len(answer)
     fresh = HFAgent(*lm, HFAgentConfig(mode="loglik"))
     for context in contexts:  # one turn after the other: each one's prompt on the previous one's cache
-        logliks = command_logliks(fresh, [context])[0]
+        logliks = batch_logliks(fresh, [context])[0]
         assert logliks == pytest.approx(reference_logliks(fresh, context), abs=1e-4)
         fresh.decide([context])  # caches this prompt and the answer taken
     assert fresh.prefix_cache.tokens > 0
@@ -200,7 +200,7 @@ def test_models_that_cannot_reuse_get_full_forwards_and_a_warning(caplog: pytest
     model = transformers.MistralForCausalLM(config).eval()
     agent = HFAgent(model, tokenizer, HFAgentConfig(mode="loglik"))
     with caplog.at_level("WARNING"):
-        logliks = command_logliks(agent, states()[:2])
+        logliks = batch_logliks(agent, states()[:2])
         agent.decide(states()[:2])
     assert [r.message for r in caplog.records if "no reuse" in r.message] == [
         "HFAgent reads every prompt in full, no reuse: MistralForCausalLM has sliding-window or other non-full "
@@ -332,9 +332,9 @@ def test_shared_smollm2_reuse_equals_full_forwards_in_float32(tmp_path_factory: 
     )
     expected = [reference_logliks(agent, state) for state in states()]
     for state, expected_row in zip(states(), expected, strict=True):  # turn after turn, on the previous one's cache
-        assert command_logliks(agent, [state])[0] == pytest.approx(expected_row, abs=1e-4)
+        assert batch_logliks(agent, [state])[0] == pytest.approx(expected_row, abs=1e-4)
         agent.decide([state])
     assert agent.prefix_cache.match(agent._prompt_ids(states()[2])).length > len(agent._prompt_ids(states()[0]))
     agent.prefix_cache.clear()
-    for row, expected_row in zip(command_logliks(agent, states()), expected, strict=True):  # one batch, no cache
+    for row, expected_row in zip(batch_logliks(agent, states()), expected, strict=True):  # one batch, no cache
         assert row == pytest.approx(expected_row, abs=1e-4)
