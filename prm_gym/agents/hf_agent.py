@@ -88,7 +88,8 @@ class HFAgent(Agent):
         self.match_counts: Counter[str] = Counter()
         self._generator = torch.Generator().manual_seed(0)
         #: Keys and values of the prompts read (and answers taken), matched by token prefix at the next turn;
-        #: bounded by ``config.prefix_cache_tokens``, least recently used evicted.
+        #: bounded by ``config.prefix_cache_tokens`` (set at construction; 0 when ``prompt_reuse`` is off), least
+        #: recently used evicted. Kept across :meth:`reset`: rollouts from one history reuse it.
         self.prefix_cache = PrefixCache(self.config.prefix_cache_tokens if self.config.prompt_reuse else 0)
         self._unreusable: str | None = None  # why this model cannot reuse prompts, once found
 
