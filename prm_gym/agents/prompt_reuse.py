@@ -27,16 +27,15 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from prm_gym.checkpoints import token_batches
+from prm_gym.prm.prefix_cache import reuse_unsupported
 
 __all__ = [
     "Layers",
@@ -162,17 +161,8 @@ def unsupported(model: Any) -> str | None:
     every layer (Llama, Qwen2, Mistral, SmolLM2, ...). Not supported: encoder-decoders, flash or flex attention,
     sliding-window layers.
     """
-    name = type(model).__name__
-    config = model.config
-    if getattr(config, "is_encoder_decoder", False):
-        return f"{name} is an encoder-decoder"
-    if not {"cache", "position_ids", "logits_to_keep"} <= set(inspect.signature(model.forward).parameters):
-        return f"{name}'s forward takes no key/value cache, position ids or logits_to_keep"
-    if config._attn_implementation not in ("sdpa", "eager"):
-        return f"{name} runs {config._attn_implementation} attention, which takes no 4D mask"
-    if any(type(layer) is not DynamicLayer for layer in DynamicCache(config=config).layers):
-        return f"{name} has sliding-window or other non-full attention layers"
-    return None
+    arguments = ("cache", "position_ids", "logits_to_keep")
+    return reuse_unsupported(type(model).__name__, model.config, model.forward, arguments)
 
 
 def _score_batch(model: Any, rows: list[PromptRow], answers: list[Sequence[Sequence[int]]]) -> list[ScoredPrompt]:

@@ -40,15 +40,17 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 __all__ = ["CachedPrefix", "PrefixCache", "cache_layers", "weights_state"]
 
@@ -242,3 +244,29 @@ def _common_length(a: np.ndarray, b: np.ndarray) -> int:
     n = min(len(a), len(b))
     differ = np.flatnonzero(a[:n] != b[:n])
     return int(differ[0]) if differ.size else n
+
+
+def reuse_unsupported(name: str, config: Any, forward: Any, arguments: Collection[str]) -> str | None:
+    """Return why a model cannot run from a cached prefix (one phrase), or ``None`` when it can.
+
+    What the reward model's shared-prefix scoring and the policy's prompt reuse both need: a decoder (not an
+    encoder-decoder) whose ``forward`` takes ``arguments`` (a key/value ``cache``, position ids, ...), attention
+    that takes a 4D mask (``sdpa``, ``eager``: not flash or flex), and full attention in every layer (no
+    sliding window).
+
+    Args:
+        name: The model's class name, for the phrase.
+        config: Its config.
+        forward: The forward that will run from the cache (the model's, or its backbone's).
+        arguments: The arguments that forward must take.
+    """
+    if getattr(config, "is_encoder_decoder", False):
+        return f"{name} is an encoder-decoder"
+    missing = sorted(set(arguments) - set(inspect.signature(forward).parameters))
+    if missing:
+        return f"{name}'s forward takes no {', '.join(missing)}"
+    if config._attn_implementation not in ("sdpa", "eager"):
+        return f"{name} runs {config._attn_implementation} attention, which takes no 4D mask"
+    if any(type(layer) is not DynamicLayer for layer in DynamicCache(config=config).layers):
+        return f"{name} has sliding-window or other non-full attention layers"
+    return None

@@ -20,17 +20,14 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
-from prm_gym.prm.prefix_cache import CachedPrefix, PrefixCache, cache_layers
+from prm_gym.prm.prefix_cache import CachedPrefix, PrefixCache, cache_layers, reuse_unsupported
 
 __all__ = ["MIN_SHARED_TOKENS", "PrefixGroup", "group_logits", "plan_groups", "unsupported"]
 
@@ -161,13 +158,7 @@ def unsupported(model: Any) -> str | None:
         return f"{name} has no decoder `score` head read at the last token (an encoder reads its first token)"
     if config.get_text_config().pad_token_id is None:
         return f"{name} has no pad token id (its head is read at the last token that is not the pad token)"
-    if not {"cache", "position_ids"} <= set(inspect.signature(backbone.forward).parameters):
-        return f"{name}'s backbone takes no key/value cache or position ids"
-    if config._attn_implementation not in ("sdpa", "eager"):
-        return f"{name} runs {config._attn_implementation} attention, which takes no 4D mask"
-    if any(type(layer) is not DynamicLayer for layer in DynamicCache(config=backbone.config).layers):
-        return f"{name} has sliding-window or other non-full attention layers"
-    return None
+    return reuse_unsupported(f"{name}'s backbone", backbone.config, backbone.forward, ("cache", "position_ids"))
 
 
 def _prefix_layers(backbone: Any, prefix: list[int], cache: PrefixCache | None) -> CachedPrefix:
