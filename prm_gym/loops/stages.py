@@ -87,9 +87,10 @@ def make_targets(
     Raises:
         ValueError: when the rollouts give no target (see :func:`~prm_gym.prm.targets.save_targets`).
     """
+    source = load_run_config(rollouts)  # read first: a damaged file must not wait for the targets
     episodes = load_episodes(rollouts)
     targets = compute_targets(episodes, config, progress=progress)
-    folder = save_targets(targets, output_dir, config, source=load_run_config(rollouts))
+    folder = save_targets(targets, output_dir, config, source=source)
     states = len({row.state_key for row in targets})
     lines = [f"{len(targets)} targets at {states} states from {len(episodes)} episodes in {folder}"]
     return str(folder), lines + [str(shares) for shares in target_shares(episodes, targets, config)]
