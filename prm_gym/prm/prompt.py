@@ -137,29 +137,36 @@ def render_text(context: Context, tokenizer: Tokenizer, config: PromptConfig | N
     it ends with the template's prompt for the assistant's turn. Tokenizers without a chat template get a plain
     ``Role: content`` layout.
     """
-    config = config or PromptConfig()
+    return _fitted(context, tokenizer, config or PromptConfig())[0]
 
-    def text(drop_turns: int) -> str:
-        return _render(context, tokenizer, config, drop_turns)
 
-    def fits(candidate: str) -> bool:
-        budget = config.max_prompt_tokens
-        return budget is None or len(encode_text(tokenizer, candidate, add_special_tokens=False)) <= budget
+def _fitted(context: Context, tokenizer: Tokenizer, config: PromptConfig) -> tuple[str, list[int]]:
+    """Return :func:`render_text`'s text and its tokens (without special tokens), each rendered text tokenized once."""
 
-    full = text(0)
+    def render(drop_turns: int) -> tuple[str, list[int]]:
+        text = _render(context, tokenizer, config, drop_turns)
+        return text, encode_text(tokenizer, text, add_special_tokens=False)
+
+    def fits(rendered: tuple[str, list[int]]) -> bool:
+        return config.max_prompt_tokens is None or len(rendered[1]) <= config.max_prompt_tokens
+
+    full = render(0)
     if fits(full) or not context.history:
         return full
     # Fewest dropped turns that fit: the token count only shrinks as turns are dropped, so bisect.
     low, high = 1, len(context.history)
-    if not fits(text(high)):
-        return text(high)  # even the task, the current observation and the action alone exceed the budget
+    shortest = render(high)
+    if not fits(shortest):
+        return shortest  # even the task, the current observation and the action alone exceed the budget
+    best = shortest
     while low < high:
         middle = (low + high) // 2
-        if fits(text(middle)):
-            high = middle
+        candidate = render(middle)
+        if fits(candidate):
+            high, best = middle, candidate
         else:
             low = middle + 1
-    return text(low)
+    return best
 
 
 def clean_text(text: str) -> str:
@@ -211,10 +218,9 @@ def encode_contexts(
     """
     config = config or PromptConfig()
     special = not tokenizer.chat_template
-    ids = [
-        encode_text(tokenizer, render_text(context, tokenizer, config), add_special_tokens=special)
-        for context in contexts
-    ]
+    rendered = [_fitted(context, tokenizer, config) for context in contexts]
+    # A chat template writes its own special tokens: the tokens counted against the budget are the input.
+    ids = [encode_text(tokenizer, text, add_special_tokens=True) if special else tokens for text, tokens in rendered]
     for i, row in enumerate(ids):
         if positions is not None and len(row) + reserve > positions:
             fit = _Fit(tokenizer, config, positions, reserve, reserved_by)
