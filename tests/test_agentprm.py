@@ -184,6 +184,17 @@ def test_a_crashed_loop_resumes_at_its_first_unfinished_stage(tmp_path, models, 
     assert 1 <= len(pairs) <= 4 and json.loads((tmp_path / "run" / "pi1" / "model" / "training.json").read_text())[
         "policy"] == finished["pi0"]  # fmt: skip
 
+    # More evaluation seeds only add stages: the finished ones are kept, the new seed's evaluations run.
+    evaluated, real_evaluate = [], loop._Stages._evaluate
+
+    def spy(self, folder, seed, **agent):
+        evaluated.append(folder)
+        return real_evaluate(self, folder, seed, **agent)
+
+    monkeypatch.setattr(loop._Stages, "_evaluate", spy)
+    loaded.eval_seeds = (0, 1)
+    loop.run_agentprm(loaded, progress=False)
+    assert evaluated == ["eval/bon2-pi0-q0-s1", "eval/bon2-pi1-q0-s1"]  # greedy policies: the first seed only
     # The same folder with other settings is refused, naming them.
     loaded.targets.gamma = 0.5
     with pytest.raises(ValueError, match=r"other settings \(targets.gamma: 0.95 there, 0.5 here\)"):

@@ -47,9 +47,13 @@ _Section = TypeVar("_Section", EvalConfig, CollectConfig)
 
 logger = logging.getLogger(__name__)
 
-#: Settings a rerun may change and still continue the run: where it runs, and how it plays (not what).
+#: Settings a rerun may change and still continue the run: where it runs, how it plays (not what), and how far it
+#: goes (stages are named by iteration, N and seed, so more iterations, sizes or seeds only add stages).
 _PLAYING = ("rollouts", "improvement.rollouts", "evaluation")
-_NOT_COMPARED = frozenset({"output_dir", "device"} | {f"{s}.{name}" for s in _PLAYING for name in EXECUTION_FIELDS})
+_NOT_COMPARED = frozenset(
+    {"output_dir", "device", "iterations", "best_of_n", "eval_seeds"}
+    | {f"{s}.{name}" for s in _PLAYING for name in EXECUTION_FIELDS}
+)
 
 
 def run_agentprm(config: AgentPRMConfig, *, progress: bool = True) -> Path:
