@@ -94,16 +94,21 @@ def run_collect(config: CollectConfig) -> None:
     print(f"{len(episodes)} episodes ({won} won) in {folder}")
 
 
+def _resumable(config: RunConfig) -> contextlib.AbstractContextManager[None]:
+    """Turn Ctrl-C in a run of episodes into a line saying what was kept and how to resume (exit status 130)."""
+    return _kept_on_interrupt(None if config.output_dir is None else f"whole groups of episodes are kept in "
+                              f"{config.output_dir}")  # fmt: skip
+
+
 @contextlib.contextmanager
-def _resumable(config: RunConfig) -> Iterator[None]:
-    """Turn Ctrl-C into a line saying what was kept and how to resume (exit status 130)."""
+def _kept_on_interrupt(kept: str | None) -> Iterator[None]:
+    """Turn Ctrl-C into one line saying what was ``kept`` and how to resume (exit status 130)."""
     try:
         yield
     except KeyboardInterrupt:
-        if config.output_dir is None:
+        if kept is None:
             print("prm-gym: interrupted (nothing was written: no output_dir).", file=sys.stderr)
         else:
-            kept = f"whole groups of episodes are kept in {config.output_dir}"
             print(f"prm-gym: interrupted: {kept}; run the same command again to resume.", file=sys.stderr)
         raise SystemExit(130) from None
 
@@ -149,12 +154,8 @@ def run_train_prm(config: TrainPRMConfig) -> None:
     """Train a process reward model on a targets folder (resuming from its last checkpoint) and say where it is."""
     from prm_gym.prm.training import train_prm  # torch: only for this command
 
-    try:
+    with _kept_on_interrupt(f"the checkpoints in {config.output_dir} are kept"):
         model = train_prm(config)
-    except KeyboardInterrupt:
-        kept = f"the checkpoints in {config.output_dir} are kept"
-        print(f"prm-gym: interrupted: {kept}; run the same command again to resume.", file=sys.stderr)
-        raise SystemExit(130) from None
     print(f"Trained process reward model saved to {model}")
 
 
@@ -162,12 +163,8 @@ def run_sft(config: SFTConfig) -> None:
     """Fine-tune a causal LM on demonstrations (resuming from its last checkpoint) and say where it is."""
     from prm_gym.policy.sft import train_sft  # torch: only for this command
 
-    try:
+    with _kept_on_interrupt(f"the checkpoints in {config.output_dir} are kept"):
         model = train_sft(config)
-    except KeyboardInterrupt:
-        kept = f"the checkpoints in {config.output_dir} are kept"
-        print(f"prm-gym: interrupted: {kept}; run the same command again to resume.", file=sys.stderr)
-        raise SystemExit(130) from None
     print(f"Fine-tuned policy saved to {model} (prm-gym eval --agent hf --model {model})")
 
 
@@ -191,12 +188,8 @@ def run_agentprm(config: AgentPRMCommand) -> None:
     from prm_gym.loops.agentprm import run_agentprm as run_loop
 
     settings = AgentPRMConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(AgentPRMConfig)})
-    try:
+    with _kept_on_interrupt(f"the finished stages in {config.output_dir} are kept"):
         root = run_loop(settings)
-    except KeyboardInterrupt:
-        kept = f"the finished stages in {config.output_dir} are kept"
-        print(f"prm-gym: interrupted: {kept}; run the same command again to resume.", file=sys.stderr)
-        raise SystemExit(130) from None
     print((root / "report" / "report.md").read_text("utf-8"), end="")
     print(f"Run folder: {root}")
 
