@@ -1,6 +1,6 @@
 """Milliseconds per context of `encode_contexts` (render, fit the token budget, tokenize) on real game states.
 
-    python benchmarks/encode_contexts.py      # 4 random valid_unseen episodes, SmolLM2's tokenizer, budgets 2048 and 1024
+    python benchmarks/encode_contexts.py    # 4 random valid_unseen episodes; SmolLM2 tokenizer; budgets 2048, 1024
 """
 
 from __future__ import annotations
