@@ -23,6 +23,27 @@ class HashScorer:
         return [int(hashlib.sha256(c.key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for c in contexts]
 
 
+class ByVerb:
+    """A reward model whose score p depends only on the command's first word; counts its calls."""
+
+    SCORES = {"go": 0.8, "take": 0.2, "move": 0.9, "dance": 1.0}
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, contexts):
+        self.calls.append(len(contexts))
+        return [self.SCORES.get(c.action.split()[0], 0.5) for c in contexts]
+
+
+# Q = log(p / (1 - p)) of ByVerb's scores, by hand; p = 1 is clamped to 1 - 1e-6; 0.5 (any other verb) gives 0.
+LOGITS = {"go": math.log(4.0), "take": -math.log(4.0), "move": math.log(9.0), "dance": math.log((1 - 1e-6) / 1e-6)}
+
+
+def by_hand_q(command):
+    return LOGITS.get(command.split()[0], 0.0)
+
+
 def value(model, context, how="max"):
     scores = model.score([context.propose(c) for c in context.admissible_commands])
     return max(scores) if how == "max" else sum(scores) / len(scores)
@@ -72,6 +93,38 @@ def test_shaped_rewards_are_potential_differences(tiny_env, how):
     assert steps[-1][3]
 
 
+@pytest.mark.parametrize("how", ["max", "mean"])
+def test_recovered_rewards_are_q_minus_discounted_values_in_logits(tiny_env, how):
+    model = ByVerb()
+    config = ProcessRewardConfig(mode="recovered", coef=0.5, gamma=0.9, value=how)
+    steps = list(play_walkthrough(ProcessRewardWrapper(tiny_env, model, config), seed=4))
+    for _, action, reward, terminated, info in steps:
+        next_qs = [by_hand_q(c) for c in info["admissible_commands"]]
+        next_value = 0.0 if terminated else (max(next_qs) if how == "max" else sum(next_qs) / len(next_qs))
+        assert reward == pytest.approx(0.5 * (by_hand_q(action) - 0.9 * next_value))
+        assert info["prm_value"] == pytest.approx(next_value)
+        assert info["prm_score"] == ByVerb.SCORES.get(action.split()[0], 0.5)
+    dance, *_, last = steps
+    if how == "max":  # a score of 1 gives a large finite Q; the next state can "go to": V = log 4
+        assert dance[2] == pytest.approx(0.5 * (13.815509557963773 - 0.9 * 1.3862943611198906))
+    # The won step: V(s') = 0 although the final state has commands; the env's reward of 1 is not added.
+    assert last[1].startswith("move") and last[3] and last[4]["env_reward"] == 1.0
+    assert last[2] == pytest.approx(0.5 * math.log(9.0)) and last[4]["prm_value"] == 0.0
+    # One batch per step, none at reset; the won step needs none: its action was scored with its state's value.
+    assert len(model.calls) == len(steps) - 1
+
+
+def test_recovered_value_is_kept_when_truncated():
+    env = gym.make("prm_gym/ALFWorld-v0", split="tiny", max_episode_steps=1)
+    env = ProcessRewardWrapper(env, ByVerb(), ProcessRewardConfig(mode="recovered", gamma=0.9))
+    env.reset(seed=4)
+    _, reward, terminated, truncated, info = env.step("go to sidetable 1")
+    assert truncated and not terminated
+    assert info["prm_value"] == pytest.approx(math.log(4.0))  # max over the next state's "go to" commands
+    assert reward == pytest.approx(math.log(4.0) - 0.9 * math.log(4.0))
+    env.close()
+
+
 def test_reset_starts_a_new_history(tiny_env):
     env = ProcessRewardWrapper(tiny_env, HashScorer())
     with pytest.raises(gym.error.ResetNeeded):
@@ -83,10 +136,11 @@ def test_reset_starts_a_new_history(tiny_env):
     assert env.context.history == () and env.context.observation == obs
 
 
+@pytest.mark.parametrize("mode", ["shaped", "recovered"])
 @pytest.mark.parametrize("autoreset", [gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP])
-def test_vector_wrapper_equals_single_wrappers_across_autoresets(autoreset):
+def test_vector_wrapper_equals_single_wrappers_across_autoresets(autoreset, mode):
     vector_model, single_model = HashScorer(), HashScorer()
-    config = ProcessRewardConfig(mode="shaped", gamma=0.95)
+    config = ProcessRewardConfig(mode=mode, gamma=0.95)
     envs = VectorProcessRewardWrapper(
         gym.make_vec("prm_gym/ALFWorld-v0", num_envs=2, split="tiny", vector_kwargs={"autoreset_mode": autoreset},
                      privileged=("walkthrough",)),
@@ -172,5 +226,5 @@ def test_bad_reward_models_give_clear_errors(tiny_env):
     env.reset(seed=0)
     with pytest.raises(ValueError, match="0 scores for 1 contexts"):
         env.step("look")
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ValueError, match="`mode` should be 'replace', 'add', 'shaped' or 'recovered'"):
         ProcessRewardConfig(mode="multiply")

@@ -10,9 +10,20 @@ themselves and work with any :class:`~prm_gym.prm.base.RewardModel`. Modes (``Pr
   ``Q(s, .)`` over the admissible commands and ``V = 0`` once the episode has terminated: potential-based
   shaping (Ng et al., 1999), which leaves the optimal policies of the env unchanged. It scores every
   admissible command of each new state, so it costs one batch of ``len(admissible_commands)`` per step.
+- ``recovered``: reward = ``coef * (Q(s, a) - gamma * V(s'))`` in logit units, ``Q = log(p / (1 - p))`` of the
+  score ``p`` and ``V(s')`` the max (or mean) of ``Q(s', .)``, ``V = 0`` once terminated: the reward an
+  InversePRM recovers (Choudhury 2025, "Process Reward Models for LLM Agents", Section 3). It replaces the env
+  reward and scores each new state's admissible commands, as ``shaped`` does.
 
-``info`` gains ``env_reward`` (the env's own reward) and ``prm_score`` (``Q(s, a)`` of the action taken; NaN on
-a vector env's autoreset step), and in ``shaped`` mode ``prm_value`` (``V(s')``).
+Which mode for which model: ``replace`` or ``add`` with an AgentPRM, whose score estimates the probability of
+succeeding from ``(s, a)``, a reward on its own scale; ``shaped`` to guide a learner on the env's own reward
+without changing its optimal policy; ``recovered`` with an InversePRM, a discriminator between expert and policy
+transitions whose logit is ``Q(s, a) - gamma * V(s')``: its score only ranks the actions of one state (fine for
+Best-of-N), and that difference is the per-step reward it has learnt.
+
+``info`` gains ``env_reward`` (the env's own reward) and ``prm_score`` (the score of the action taken, in [0, 1];
+NaN on a vector env's autoreset step), and in ``shaped`` and ``recovered`` modes ``prm_value`` (``V(s')``, in
+logit units in ``recovered``).
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
@@ -30,28 +41,54 @@ from prm_gym.envs.vector import sub_env_info
 from prm_gym.prm.base import RewardModel, checked_scores
 from prm_gym.prm.context import Context
 
-__all__ = ["ProcessRewardConfig", "ProcessRewardWrapper", "VectorProcessRewardWrapper"]
+__all__ = ["SCORE_EPS", "ProcessRewardConfig", "ProcessRewardWrapper", "VectorProcessRewardWrapper"]
 
-RewardMode = Literal["replace", "add", "shaped"]
+RewardMode = Literal["replace", "add", "shaped", "recovered"]
+REWARD_MODES: tuple[RewardMode, ...] = get_args(RewardMode)
+
+#: ``recovered`` mode clamps scores to ``[SCORE_EPS, 1 - SCORE_EPS]`` before taking their logit, so that a score
+#: of exactly 0 or 1 gives a large finite Q (about -13.8 or 13.8) instead of an infinite reward.
+SCORE_EPS = 1e-6
 
 
 @dataclass
 class ProcessRewardConfig:
-    """How a reward model's scores become rewards."""
+    """How a reward model's scores become rewards.
 
-    #: ``replace`` the env reward with the score, ``add`` the score to it, or ``shaped`` (potential-based).
+    ``replace`` or ``add`` for an AgentPRM (its score estimates a success probability), ``shaped`` for
+    potential-based shaping of the env reward (the optimal policy is kept), ``recovered`` for an InversePRM (its
+    scores are sigmoids of a discriminator's logits; the reward ``Q(s, a) - gamma * V(s')`` it recovers, Choudhury
+    2025, Section 3, is the meaningful per-step quantity).
+
+    Example:
+        >>> import gymnasium as gym, prm_gym
+        >>> class LikesLook:  # Q = logit(0.8) = log 4 for "look", logit(0.5) = 0 for any other command
+        ...     def score(self, contexts):
+        ...         return [0.8 if c.action == "look" else 0.5 for c in contexts]
+        >>> config = ProcessRewardConfig(mode="recovered", gamma=0.9)
+        >>> env = ProcessRewardWrapper(gym.make("prm_gym/ALFWorld-v0", split="tiny"), LikesLook(), config)
+        >>> _ = env.reset(seed=0)
+        >>> _, reward, *_, info = env.step("look")  # Q(s, look) - 0.9 * max Q(s', .) = log 4 - 0.9 * log 4
+        >>> round(reward, 4), round(info["prm_value"], 4), info["prm_score"]
+        (0.1386, 1.3863, 0.8)
+    """
+
+    #: ``replace`` the env reward with the score, ``add`` the score to it, ``shaped`` (potential-based) or
+    #: ``recovered`` (an InversePRM's reward ``Q(s, a) - gamma * V(s')`` in logits, replacing the env reward).
     mode: RewardMode = "replace"
-    #: Weight of the score (``replace``, ``add``) or of the potential difference (``shaped``).
+    #: Weight of the score (``replace``, ``add``), of the potential difference (``shaped``) or of the recovered reward.
     coef: float = 1.0
-    #: Discount of the shaping term ``gamma * V(s') - V(s)``; use the discount your learner uses.
+    #: Discount of ``V(s')`` in ``shaped`` and ``recovered`` modes; use the discount your learner (or the
+    #: InversePRM's training) uses.
     gamma: float = 0.95
-    #: ``V(s)`` from ``Q(s, .)`` over the admissible commands: their ``max`` or their ``mean``.
+    #: ``V(s)`` from ``Q(s, .)`` over the admissible commands: their ``max`` (the greedy policy on Q) or their
+    #: ``mean`` (a uniform policy).
     value: Literal["max", "mean"] = "max"
 
     def __post_init__(self) -> None:
         """Check the settings."""
-        if self.mode not in ("replace", "add", "shaped"):
-            raise ValueError(f"`mode` should be 'replace', 'add' or 'shaped'. Received {self.mode!r}.")
+        if self.mode not in REWARD_MODES:
+            raise ValueError(f"`mode` should be 'replace', 'add', 'shaped' or 'recovered'. Received {self.mode!r}.")
         if self.value not in ("max", "mean"):
             raise ValueError(f"`value` should be 'max' or 'mean'. Received {self.value!r}.")
         if not 0.0 <= self.gamma <= 1.0:
@@ -63,9 +100,9 @@ class _State:
     """One env's current state: its context and the scores known for it."""
 
     context: Context
-    #: Q(s, a) for the actions scored at this state.
+    #: The scores (in [0, 1]) of the actions scored at this state.
     scores: dict[str, float] = field(default_factory=dict)
-    #: V(s) (``shaped`` mode only).
+    #: V(s) (``shaped`` and ``recovered`` modes only; in logit units in ``recovered``).
     value: float = 0.0
 
 
@@ -89,41 +126,62 @@ class _ProcessRewards:
         self.reward_model = reward_model
         self.config = config
 
+    @property
+    def uses_values(self) -> bool:
+        """Whether the mode needs ``V(s')`` of each new state (``shaped``, ``recovered``): it then goes in ``info``."""
+        return self.config.mode in ("shaped", "recovered")
+
     def start(self, contexts: Sequence[Context]) -> list[_State]:
-        """Begin episodes at ``contexts`` (in ``shaped`` mode, their values are scored in one batch)."""
+        """Begin episodes at ``contexts`` (in ``shaped`` mode, their values ``V(s)`` are scored in one batch)."""
         states = [_State(context) for context in contexts]
-        self._score([], states)
+        self._score([], states if self.config.mode == "shaped" else [])
         return states
 
     def step(
         self, states: Sequence[_State], transitions: Sequence[_Transition]
     ) -> tuple[list[_State], list[float], list[float]]:
-        """Apply one transition per env; return the next states, the rewards and the scores Q(s, a)."""
+        """Apply one transition per env; return the next states, the rewards and the scores of the actions taken."""
         next_states = [
             _State(state.context.propose(t.action).advance(t.observation, t.info))
             for state, t in zip(states, transitions, strict=True)
         ]
         to_value = [s for s, t in zip(next_states, transitions, strict=True) if not t.terminated]
-        self._score([(state, t.action) for state, t in zip(states, transitions, strict=True)], to_value)
+        self._score(
+            [(state, t.action) for state, t in zip(states, transitions, strict=True)],
+            to_value if self.uses_values else [],
+        )
         rewards, scores = [], []
         for state, nxt, t in zip(states, next_states, transitions, strict=True):
-            q = state.scores[t.action]
-            if self.config.mode == "replace":
-                reward = self.config.coef * q
-            elif self.config.mode == "add":
-                reward = t.env_reward + self.config.coef * q
-            else:
-                next_value = 0.0 if t.terminated else nxt.value
-                reward = t.env_reward + self.config.coef * (self.config.gamma * next_value - state.value)
-            rewards.append(reward)
-            scores.append(q)
+            rewards.append(self._reward(state, t, 0.0 if t.terminated else nxt.value))
+            scores.append(state.scores[t.action])
         return next_states, rewards, scores
 
+    def _reward(self, state: _State, t: _Transition, next_value: float) -> float:
+        """Return the reward of ``t`` taken at ``state`` in the configured mode; ``next_value`` is V(s')."""
+        mode, coef, gamma = self.config.mode, self.config.coef, self.config.gamma
+        q = self._q(state.scores[t.action])
+        if mode == "replace":
+            return coef * q
+        if mode == "add":
+            return t.env_reward + coef * q
+        if mode == "shaped":  # potential-based shaping (Ng et al., 1999)
+            return t.env_reward + coef * (gamma * next_value - state.value)
+        return coef * (q - gamma * next_value)  # r(s, a) = Q(s, a) - gamma V(s') (Choudhury 2025, Section 3)
+
+    def _q(self, score: float) -> float:
+        """Q from a score: its logit in ``recovered`` mode (an InversePRM scores sigmoid(Q)), the score otherwise."""
+        if self.config.mode != "recovered":
+            return score
+        p = min(max(score, SCORE_EPS), 1.0 - SCORE_EPS)
+        return math.log(p / (1.0 - p))
+
     def _score(self, actions: list[tuple[_State, str]], to_value: list[_State]) -> None:
-        """Score, in one call, the (state, action) pairs not scored yet and (``shaped``) the values of ``to_value``."""
-        shaped = self.config.mode == "shaped"
+        """Score, in one call, the (state, action) pairs not scored yet and every command of ``to_value``'s states.
+
+        The states in ``to_value`` then get their value V(s): the max or mean of Q over their admissible commands.
+        """
         requests: list[tuple[_State, str]] = []
-        for state in to_value if shaped else []:
+        for state in to_value:
             requests.extend((state, command) for command in state.context.admissible_commands)
         for state, action in actions:
             if action not in state.scores and (state, action) not in requests:
@@ -132,8 +190,8 @@ class _ProcessRewards:
             scores = checked_scores(self.reward_model, [state.context.propose(action) for state, action in requests])
             for (state, action), score in zip(requests, scores, strict=True):
                 state.scores[action] = score
-        for state in to_value if shaped else []:
-            values = [state.scores[c] for c in state.context.admissible_commands]
+        for state in to_value:
+            values = [self._q(state.scores[c]) for c in state.context.admissible_commands]
             aggregate = max if self.config.value == "max" else (lambda v: sum(v) / len(v))
             state.value = aggregate(values) if values else 0.0
 
@@ -196,7 +254,7 @@ class ProcessRewardWrapper(gym.Wrapper[str, str, str, str]):
         transition = _Transition(str(action), float(env_reward), observation, info, bool(terminated))
         (self._state,), (reward,), (score,) = self._rewards.step([self._state], [transition])
         info = {**info, "env_reward": float(env_reward), "prm_score": score}
-        if self._rewards.config.mode == "shaped":
+        if self._rewards.uses_values:
             info["prm_value"] = 0.0 if terminated else self._state.value
         return observation, reward, terminated, truncated, info
 
@@ -282,6 +340,6 @@ class VectorProcessRewardWrapper(VectorWrapper):
             self._states[i] = state
         self._needs_reset = done & (not same_step)
         infos = {**infos, "env_reward": np.asarray(env_rewards, dtype=np.float64), "prm_score": scores}
-        if self._rewards.config.mode == "shaped":
+        if self._rewards.uses_values:
             infos["prm_value"] = values
         return observations, rewards, terminations, truncations, infos
