@@ -345,7 +345,7 @@ def test_cli_train_prm_resumes_from_its_last_complete_checkpoint(tmp_path, capsy
     respelled = [f"{backbone.parent}/./{backbone.name}" if arg == str(backbone) else arg for arg in train]
     with caplog.at_level(logging.INFO, logger="prm_gym"):
         assert main(respelled) == 0
-    assert "trained with these settings and targets already" in caplog.text and "Resuming" not in caplog.text
+    assert "trained with these settings and data already" in caplog.text and "Resuming" not in caplog.text
     assert load_file(prm / "model" / "model.safetensors").keys() == uninterrupted.keys()
 
     # As if killed after its last checkpoint, before the model was written: that checkpoint is the end of the run;
@@ -405,7 +405,7 @@ def test_rerunning_a_finished_training_returns_its_metrics_without_scoring(targe
     with caplog.at_level(logging.INFO, logger="prm_gym"):
         assert training.train_prm(dataclasses.replace(config, device="auto")) == model
     assert scored == [] and len(loads) == 1 and record_file.read_bytes() == recorded
-    assert f"{model} was trained with these settings and targets already" in caplog.text
+    assert f"{model} was trained with these settings and data already" in caplog.text
     assert training.describe_metrics(metrics) in caplog.text  # the recorded metrics, said as the first run said them
 
     # Asked to retrain (--no-resume), it trains and scores again.

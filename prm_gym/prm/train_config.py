@@ -1,8 +1,10 @@
-"""The settings of a PRM training run (``prm-gym train-prm``); kept free of torch so the CLI lists them anyway.
+"""The settings of reward-model training runs (``prm-gym train-prm``, ``prm-gym train-inverse-prm``); free of torch.
 
-:class:`PRMSettings` is the one place the training settings are declared: :class:`TrainPRMConfig` (the command
-line) and ``PRMConfig`` (:mod:`prm_gym.prm.training`, transformers' ``TrainingArguments``) both derive from it,
-and ``train-prm`` hands them over field by field with :func:`shared_settings`, never by a copy spelled out by hand.
+:class:`RewardTrainingSettings` is the one place the optimiser, validation and checkpoint settings of a reward
+model's training are declared; :class:`PRMSettings` adds the AgentPRM losses, :class:`InversePRMSettings` the
+InversePRM discount. The command-line configs (:class:`TrainPRMConfig`, :class:`TrainInversePRMConfig`) and the
+``TrainingArguments`` subclasses (:mod:`prm_gym.prm.training`, :mod:`prm_gym.prm.inverse_training`) derive from
+them, and a run hands them over field by field with :func:`shared_settings`, never by a copy spelled out by hand.
 """
 
 from __future__ import annotations
@@ -11,20 +13,24 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["PRMSettings", "TrainPRMConfig", "shared_settings"]
+__all__ = [
+    "InversePRMSettings",
+    "PRMSettings",
+    "RewardModelRun",
+    "RewardTrainingSettings",
+    "TrainInversePRMConfig",
+    "TrainPRMConfig",
+    "shared_settings",
+]
 
 
 @dataclass
-class PRMSettings:
-    """What a PRM is trained on and how: the loss, the validation split, the optimiser steps and the checkpoints.
+class RewardTrainingSettings:
+    """How a reward model is trained: the validation split, the optimiser steps and the checkpoints.
 
     Names and meanings are ``TrainingArguments``' where it has them; the defaults suit small PRM runs.
     """
 
-    #: "soft_bce" on Q^ (AgentPRM), or "bradley_terry" on preference pairs (the relative variant).
-    loss: Literal["soft_bce", "bradley_terry"] = "soft_bce"
-    #: Least Q^ difference between the two actions of a preference pair ("bradley_terry").
-    preference_delta: float = 0.1
     #: Fraction of the games held out for validation (0 trains on everything).
     validation_fraction: float = 0.1
     learning_rate: float = 1e-5
@@ -44,22 +50,39 @@ class PRMSettings:
     seed: int = 0
 
 
-def shared_settings(config: PRMSettings) -> dict[str, Any]:
-    """Return ``config``'s :class:`PRMSettings` fields by name: what ``PRMConfig(**...)`` takes from a CLI config.
+@dataclass
+class PRMSettings(RewardTrainingSettings):
+    """What an AgentPRM is trained on and how: the loss, and :class:`RewardTrainingSettings`."""
 
-    Example:
-        >>> shared_settings(TrainPRMConfig(max_steps=4))["max_steps"], "targets" in shared_settings(TrainPRMConfig())
-        (4, False)
-    """
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(PRMSettings)}
+    #: "soft_bce" on Q^ (AgentPRM), or "bradley_terry" on preference pairs (the relative variant).
+    loss: Literal["soft_bce", "bradley_terry"] = "soft_bce"
+    #: Least Q^ difference between the two actions of a preference pair ("bradley_terry").
+    preference_delta: float = 0.1
 
 
 @dataclass
-class TrainPRMConfig(PRMSettings):
-    """A PRM training run from a targets folder to a saved model (``prm-gym train-prm``)."""
+class InversePRMSettings(RewardTrainingSettings):
+    """How an InversePRM is trained: the discount of its classifier's logit, and :class:`RewardTrainingSettings`."""
 
-    #: The targets folder (``prm-gym targets``' output_dir).
-    targets: str = "runs/targets"
+    #: gamma in the classifier's logit Q(s, a) - gamma * Q(s', a') (the paper's 0.95).
+    gamma: float = 0.95
+
+
+def shared_settings(config: RewardTrainingSettings, settings: type[RewardTrainingSettings]) -> dict[str, Any]:
+    """Return the fields of ``settings`` in ``config`` by name: what a ``TrainingArguments`` subclass takes.
+
+    Example:
+        >>> shared = shared_settings(TrainPRMConfig(max_steps=4), PRMSettings)
+        >>> shared["max_steps"], shared["loss"], "targets" in shared
+        (4, 'soft_bce', False)
+    """
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(settings)}
+
+
+@dataclass
+class RewardModelRun:
+    """Where a reward model's training starts and goes: the backbone, the folder, the prompt budget, the device."""
+
     #: The backbone: a Hugging Face model directory or hub id, or a .gguf file.
     model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     #: Checkpoints go here (checkpoint-<step>), with the run's config.json; the trained model to ``<output_dir>/model``.
@@ -73,3 +96,20 @@ class TrainPRMConfig(PRMSettings):
     #: Continue from the last complete checkpoint in output_dir (its config must match); --no-resume starts over,
     #: deleting output_dir's checkpoints.
     resume: bool = True
+
+
+@dataclass
+class TrainPRMConfig(PRMSettings, RewardModelRun):
+    """An AgentPRM training run from a targets folder to a saved model (``prm-gym train-prm``)."""
+
+    #: The targets folder (``prm-gym targets``' output_dir).
+    targets: str = "runs/targets"
+
+
+@dataclass
+class TrainInversePRMConfig(InversePRMSettings, RewardModelRun):
+    """An InversePRM training run from a transitions folder to a saved model (``prm-gym train-inverse-prm``)."""
+
+    #: The transitions folder (expert and policy transitions, :mod:`prm_gym.prm.inverse`).
+    transitions: str = "runs/transitions"
+    output_dir: str = "runs/inverse-prm"

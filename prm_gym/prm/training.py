@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from prm_gym.io import atomic_directory, atomic_write_text, lock_folder
 from prm_gym.prm.model import LoraSettings, ProcessRewardModel, head_logits
 from prm_gym.prm.prompt import PromptConfig
 from prm_gym.prm.targets import TARGETS_FILE, TargetRow, load_targets, load_targets_config, preference_pairs
-from prm_gym.prm.train_config import PRMSettings, TrainPRMConfig, shared_settings
+from prm_gym.prm.train_config import PRMSettings, RewardModelRun, TrainPRMConfig, shared_settings
 from prm_gym.training_runs import (
     RUN_CONFIG_FILE,
     TRAINING_RECORD_FILE,
@@ -49,12 +49,19 @@ from prm_gym.training_runs import (
     finished_run,
 )
 
-__all__ = ["PRMConfig", "PRMSettings", "PRMTrainer", "TrainPRMConfig", "prm_metrics", "split_by_game", "train_prm"]
+__all__ = [
+    "PRMConfig",
+    "PRMSettings",
+    "PRMTrainer",
+    "RewardModelTrainer",
+    "TrainPRMConfig",
+    "fit_reward_model",
+    "prm_metrics",
+    "split_by_game",
+    "train_prm",
+]
 
 logger = logging.getLogger(__name__)
-
-#: Settings a rerun may change and still continue the recorded run (where it runs, how a path is spelled).
-_NOT_COMPARED = frozenset({"train_prm.output_dir", "train_prm.device", "train_prm.resume", "train_prm.targets"})
 
 
 @dataclass
@@ -163,7 +170,43 @@ class _ProgressBar(ProgressCallback):
             self.training_bar.set_postfix_str("")
 
 
-class PRMTrainer(ResumableTrainer):
+class RewardModelTrainer(ResumableTrainer):
+    """What the reward models' trainers share: a per-batch mean loss, the progress bar, the final metrics.
+
+    :class:`PRMTrainer` (AgentPRM) and :class:`~prm_gym.prm.inverse_training.InversePRMTrainer` derive from it.
+    """
+
+    #: :meth:`compute_loss` returns a mean over its own batch, so ``Trainer.training_step`` must divide it by the
+    #: gradient accumulation steps. Left to its default (None), ``Trainer`` decides that the loss is already
+    #: scaled whenever the model's ``forward`` takes ``**kwargs`` and the batch has ``labels`` (true of every
+    #: sequence-classification model here), and each accumulated update would be that many times too large.
+    #: (The alternative, dividing a sum by ``num_items_in_batch``, would also have to redo ``Trainer``'s
+    #: multi-device scaling; a per-batch mean divided by the steps is exact for equal batches.)
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Set up ``transformers.Trainer``, with the training bar that shows the validation's progress on its line."""
+        super().__init__(*args, **kwargs)
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(_ProgressBar)
+
+    def final_metrics(self) -> dict[str, Any]:
+        """Return the trained model's validation metrics (``eval_*``), scoring the validation set at most once.
+
+        The training loop's own evaluation at its last step (the end of an epoch, or of ``eval_strategy="steps"``)
+        already scored the final weights: its metrics are returned. Otherwise (``eval_strategy="no"``), the
+        validation set is scored now. Empty without a validation set.
+        """
+        if self.eval_dataset is None:
+            return {}
+        for log in reversed(self.state.log_history):
+            if log.get("step") == self.state.global_step and "eval_loss" in log:
+                return {name: value for name, value in log.items() if name.startswith("eval_")}
+        with logging_redirect_tqdm():  # warnings above the evaluation's bar, not glued onto it
+            return self.evaluate()
+
+
+class PRMTrainer(RewardModelTrainer):
     """Trains a :class:`ProcessRewardModel` on Monte-Carlo target rows (``soft_bce``) or pairs (``bradley_terry``).
 
     Example:
@@ -183,14 +226,6 @@ class PRMTrainer(ResumableTrainer):
         {...}
         2
     """
-
-    #: :meth:`compute_loss` returns a mean over its own batch, so ``Trainer.training_step`` must divide it by the
-    #: gradient accumulation steps. Left to its default (None), ``Trainer`` decides that the loss is already
-    #: scaled whenever the model's ``forward`` takes ``**kwargs`` and the batch has ``labels`` (true of every
-    #: sequence-classification model here), and each accumulated update would be that many times too large.
-    #: (The alternative, dividing a sum by ``num_items_in_batch``, would also have to redo ``Trainer``'s
-    #: multi-device scaling; a per-batch mean divided by the steps is exact for equal batches.)
-    loss_is_scaled_for_ga = False
 
     def __init__(self, prm: ProcessRewardModel, args: PRMConfig, rows: Sequence[TargetRow], **kwargs: Any) -> None:
         """Split ``rows`` by game into training and validation sets and set up the trainer on ``prm.model``.
@@ -224,23 +259,6 @@ class PRMTrainer(ResumableTrainer):
             compute_metrics=prm_metrics if args.loss == "soft_bce" else _pair_metrics,
             **kwargs,
         )
-        if self.pop_callback(ProgressCallback) is not None:
-            self.add_callback(_ProgressBar)
-
-    def final_metrics(self) -> dict[str, Any]:
-        """Return the trained model's validation metrics (``eval_*``), scoring the validation set at most once.
-
-        The training loop's own evaluation at its last step (the end of an epoch, or of ``eval_strategy="steps"``)
-        already scored the final weights: its metrics are returned. Otherwise (``eval_strategy="no"``), the
-        validation set is scored now. Empty without a validation set.
-        """
-        if self.eval_dataset is None:
-            return {}
-        for log in reversed(self.state.log_history):
-            if log.get("step") == self.state.global_step and "eval_loss" in log:
-                return {name: value for name, value in log.items() if name.startswith("eval_")}
-        with logging_redirect_tqdm():  # warnings above the evaluation's bar, not glued onto it
-            return self.evaluate()
 
     def compute_loss(
         self,
@@ -351,20 +369,49 @@ def train_prm(config: TrainPRMConfig) -> Path:
     """
     rows = load_targets(config.targets)
     source = load_targets_config(config.targets)  # read now: a damaged file must not wait for the end of training
-    model = Path(config.model)  # a local model is recorded by its real path: another spelling is the same model
-    record: dict[str, Any] = {
-        "train_prm": dataclasses.asdict(config) | ({"model": str(model.resolve())} if model.exists() else {}),
+    record = {
         "targets": source,
         "targets_sha256": hashlib.sha256((Path(config.targets) / TARGETS_FILE).read_bytes()).hexdigest(),
     }
-    with lock_folder(config.output_dir, "PRM training") as output_dir:
-        finished = finished_run(output_dir, record, ignored=_NOT_COMPARED) if config.resume else None
+
+    def trainer(prm: ProcessRewardModel, arguments: dict[str, Any]) -> PRMTrainer:
+        return PRMTrainer(prm, PRMConfig(**arguments, **shared_settings(config, PRMSettings)), rows)
+
+    return fit_reward_model(config, "train_prm", record, trainer, ignored=("targets",), run="PRM training")
+
+
+def fit_reward_model(
+    config: RewardModelRun,
+    name: str,
+    data: dict[str, Any],
+    make_trainer: Callable[[ProcessRewardModel, dict[str, Any]], RewardModelTrainer],
+    *,
+    ignored: Sequence[str],
+    run: str,
+) -> Path:
+    """Train a reward model in ``config.output_dir`` (resumable, locked, recorded) and save it to ``model/``.
+
+    The one body of ``train-prm`` and ``train-inverse-prm``: the run's record is ``config`` under ``name`` (the
+    command's name with underscores; a local model recorded by its real path) and ``data`` (what it is trained
+    on, read and fingerprinted by the caller). ``make_trainer(prm, arguments)`` builds the trainer from the model
+    and the ``TrainingArguments`` this function decides (output_dir, bf16, use_cpu). ``ignored`` names the fields
+    of ``config`` a rerun may change (besides the folder, the device and ``resume``): the data's path, whose
+    content ``data`` fingerprints.
+    """
+    model = Path(config.model)  # a local model is recorded by its real path: another spelling is the same model
+    record: dict[str, Any] = {
+        name: dataclasses.asdict(config) | ({"model": str(model.resolve())} if model.exists() else {}), **data
+    }
+    not_compared = {f"{name}.{field}" for field in ("output_dir", "device", "resume", *ignored)}
+    command = name.replace("_", "-")
+    with lock_folder(config.output_dir, run) as output_dir:
+        finished = finished_run(output_dir, record, ignored=not_compared) if config.resume else None
         if finished is not None:
-            logger.info("%s was trained with these settings and targets already (--no-resume trains it again); %s",
+            logger.info("%s was trained with these settings and data already (--no-resume trains it again); %s",
                         output_dir / "model", describe_metrics(finished.get("metrics") or {}))
             return output_dir / "model"
         checkpoint = checkpoint_to_resume(
-            output_dir, record, resume=config.resume, ignored=_NOT_COMPARED, run="PRM training", command="train-prm"
+            output_dir, record, resume=config.resume, ignored=not_compared, run=run, command=command
         )
         device = resolve_device(config.device)
         prm = ProcessRewardModel.from_pretrained(
@@ -375,8 +422,7 @@ def train_prm(config: TrainPRMConfig) -> Path:
             lora=LoraSettings() if config.lora else None,
         )
         bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
-        args = PRMConfig(output_dir=str(output_dir), bf16=bf16, use_cpu=device.type == "cpu", **shared_settings(config))
-        trainer = PRMTrainer(prm, args, rows)
+        trainer = make_trainer(prm, {"output_dir": str(output_dir), "bf16": bf16, "use_cpu": device.type == "cpu"})
         atomic_write_text(output_dir / RUN_CONFIG_FILE, json.dumps(record, indent=2) + "\n")
         if checkpoint is not None:
             logger.info("Resuming from %s (step %d).", checkpoint, checkpoint_step(checkpoint))
