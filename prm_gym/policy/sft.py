@@ -23,7 +23,6 @@ float32 with bf16 autocast on CPUs and bf16-capable GPUs; the run folder, its ch
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import random
@@ -41,7 +40,8 @@ from prm_gym.io import atomic_directory, atomic_write_text, lock_folder
 from prm_gym.policy.sft_config import SFTConfig
 from prm_gym.prm.model import LoraSettings
 from prm_gym.prm.prompt import PromptConfig, encode_answers, encode_contexts
-from prm_gym.rollout.storage import EPISODES_FILE, Episode, load_episodes, load_run_config
+from prm_gym.rollout.demonstrations import demonstrations_fingerprint, load_demonstrations
+from prm_gym.rollout.storage import Episode
 from prm_gym.training_runs import (
     RUN_CONFIG_FILE,
     TRAINING_RECORD_FILE,
@@ -148,22 +148,25 @@ class _Collator:
 def train_sft(config: SFTConfig) -> Path:
     """Fine-tune ``config.model`` on the demonstrations; save it to ``<output_dir>/model`` and return that path.
 
+    The demonstrations are a demonstrations file or an episodes folder's won episodes
+    (:func:`~prm_gym.rollout.demonstrations.load_demonstrations`), recorded by their source and sha256
+    (:func:`~prm_gym.rollout.demonstrations.demonstrations_fingerprint`).
+
     Checkpoints go to ``<output_dir>/checkpoint-<step>`` every ``save_steps`` steps and at the end. With ``resume``
     (the default), a run finding a complete checkpoint continues from the last one; one whose model folder is
     there with the same settings and demonstrations returns at once. The model folder appears complete or not
     at all, with ``training.json`` (settings, demonstrations, log history).
 
     Raises:
-        FileNotFoundError: the demonstrations folder or the model does not exist.
-        ValueError: no demonstration was won; another run is writing output_dir; or its checkpoints were written
-            with other settings or demonstrations (named).
+        FileNotFoundError: the demonstrations (file or folder) or the model does not exist.
+        ValueError: a line of a demonstrations file is malformed (named); no demonstration was won; another run
+            is writing output_dir; or its checkpoints were written with other settings or demonstrations (named).
     """
-    episodes = load_episodes(config.demonstrations)
+    episodes = load_demonstrations(config.demonstrations)
     model_path = Path(config.model)
     record: dict[str, Any] = {
         "sft": dataclasses.asdict(config) | ({"model": str(model_path.resolve())} if model_path.exists() else {}),
-        "demonstrations": load_run_config(config.demonstrations),
-        "demonstrations_sha256": hashlib.sha256((Path(config.demonstrations) / EPISODES_FILE).read_bytes()).hexdigest(),
+        **demonstrations_fingerprint(config.demonstrations),
     }
     with lock_folder(config.output_dir, "fine-tuning") as output_dir:
         finished = finished_run(output_dir, record, ignored=_NOT_COMPARED) if config.resume else None

@@ -9,7 +9,7 @@ __all__ = ["SFTConfig"]
 
 @dataclass
 class SFTConfig:
-    """Fine-tune a causal LM on demonstrations: the won episodes of an episodes folder, one example per episode.
+    """Fine-tune a causal LM on demonstrations (a demonstrations file, or an episodes folder's won episodes).
 
     The optimiser settings are ``TrainingArguments``' (same names and meanings); the defaults suit full
     fine-tuning of a small model (use a learning rate around 2e-4 with ``lora``).
@@ -20,8 +20,10 @@ class SFTConfig:
         ('runs/sft', False)
     """
 
-    #: An episodes folder (``prm-gym collect`` or ``eval --output-dir``); its won episodes are the demonstrations
-    #: (``prm-gym collect --agent walkthrough --repeats 1`` makes ALFWorld's gold ones).
+    #: A demonstrations file (JSON lines: ``task``, ``observations``, ``actions`` per episode, each taken as won;
+    #: see :mod:`prm_gym.rollout.demonstrations`) or an episodes folder (``prm-gym collect``, ``eval --output-dir``,
+    #: ``prm-gym demonstrations``), whose won episodes are the demonstrations (``prm-gym collect --agent
+    #: walkthrough --repeats 1`` makes ALFWorld's gold ones). Each won episode is one example.
     demonstrations: str = "runs/demos"
     #: The causal LM to fine-tune: a Hugging Face model directory or hub id, or a .gguf file.
     model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
