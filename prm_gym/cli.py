@@ -9,6 +9,7 @@ Usage::
     prm-gym targets --rollouts runs/rollouts --output-dir runs/targets
     prm-gym train-prm --targets runs/targets --model HuggingFaceTB/SmolLM2-135M-Instruct --output-dir runs/prm
     prm-gym collect --agent walkthrough --split train --repeats 1 --output-dir runs/demos
+    prm-gym demonstrations --source my_logs.jsonl --output-dir runs/my-demos
     prm-gym sft --demonstrations runs/demos --model HuggingFaceTB/SmolLM2-135M-Instruct --output-dir runs/sft
     prm-gym eval --agent best-of-n --reward-model runs/prm/model --split valid_unseen --num-envs 8
     prm-gym eval --agent openai --openai.base-url http://127.0.0.1:8080/v1 --split valid_unseen --num-envs 8
@@ -47,6 +48,12 @@ from prm_gym.prm.targets import TARGETS_FILE, TargetsConfig
 from prm_gym.prm.train_config import TrainPRMConfig
 from prm_gym.report import ReportConfig, build_report
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts
+from prm_gym.rollout.demonstrations import (
+    degrade_demonstrations,
+    demonstrations_fingerprint,
+    load_demonstrations,
+    save_demonstrations,
+)
 from prm_gym.rollout.runner import RunConfig, open_run_agent
 from prm_gym.rollout.storage import EPISODES_FILE, export_parquet, load_episodes
 
@@ -168,6 +175,57 @@ def run_sft(config: SFTConfig) -> None:
     print(f"Fine-tuned policy saved to {model} (prm-gym eval --agent hf --model {model})")
 
 
+@dataclass
+class DegradeSettings:
+    """Spoil a seeded share of the demonstrations (a data-quality study; see ``degrade_demonstrations``)."""
+
+    #: Share of the demonstrations, in [0, 1], replaced by episodes of `replacements` (of the same game if any).
+    replace_share: float = 0.0
+    #: The replacements: an episodes folder (random-policy rollouts, say: all its episodes) or demonstrations file.
+    replacements: str | None = None
+    #: Share of the demonstrations, in [0, 1], cut short at a random step (then lost: `sft`, as any won-only
+    #: reader, skips them).
+    truncate_share: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class DemonstrationsConfig:
+    """Check demonstrations (a JSON-lines file or an episodes folder) and write them as a demonstrations folder."""
+
+    #: A demonstrations file (one episode per line: task, observations, actions) or an episodes folder.
+    source: str = "demonstrations.jsonl"
+    #: Where to write them (an episodes folder that `prm-gym sft --demonstrations` reads); replaced if it holds
+    #: demonstrations already.
+    output_dir: str = "runs/demonstrations"
+    #: From an episodes folder, keep lost episodes too (by default only won ones are demonstrations).
+    all_episodes: bool = False
+    degrade: DegradeSettings = dataclasses.field(default_factory=DegradeSettings)
+
+
+def run_demonstrations(config: DemonstrationsConfig) -> None:
+    """Read and check the demonstrations, degrade them if asked, write them, and summarise them in one line."""
+    episodes = load_demonstrations(config.source, won_only=not config.all_episodes)
+    source: dict[str, Any] = {"source": config.source, "all_episodes": config.all_episodes,
+                              **demonstrations_fingerprint(config.source)}  # fmt: skip
+    degrade = config.degrade
+    if degrade.replace_share or degrade.truncate_share:
+        replacements = [] if degrade.replacements is None else load_demonstrations(degrade.replacements,
+                                                                                   won_only=False)  # fmt: skip
+        episodes = degrade_demonstrations(episodes, replace_share=degrade.replace_share, replacements=replacements,
+                                          truncate_share=degrade.truncate_share, seed=degrade.seed)  # fmt: skip
+        source["degrade"] = dataclasses.asdict(degrade)
+        if degrade.replacements is not None:
+            replaced = demonstrations_fingerprint(degrade.replacements)
+            source["degrade"] |= {"replacements_source": replaced["demonstrations"],
+                                  "replacements_sha256": replaced["demonstrations_sha256"]}  # fmt: skip
+    folder = save_demonstrations(episodes, config.output_dir, source)
+    steps = sum(len(episode.steps) for episode in episodes)
+    games = len({episode.game_file or episode.steps[0].context.task for episode in episodes})
+    won = sum(episode.won for episode in episodes)
+    print(f"{len(episodes)} demonstrations ({won} won), {steps} steps, {games} games in {folder}")
+
+
 def run_report(config: ReportConfig) -> None:
     """Merge evaluation folders into one Table 1, print it, and say where its files are."""
     report = build_report(config)
@@ -212,6 +270,7 @@ _COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "export": (ExportConfig, run_export),
     "targets": (TargetsCommand, run_targets),
     "train-prm": (TrainPRMConfig, run_train_prm),
+    "demonstrations": (DemonstrationsConfig, run_demonstrations),
     "sft": (SFTConfig, run_sft),
     "report": (ReportConfig, run_report),
     "agentprm": (AgentPRMCommand, run_agentprm),

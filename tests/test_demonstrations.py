@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from prm_gym.agents import RandomAgent, WalkthroughAgent
+from prm_gym.cli import main
 from prm_gym.rollout import CollectConfig, collect_rollouts, load_episodes, load_run_config
 from prm_gym.rollout.demonstrations import (
     degrade_demonstrations,
@@ -222,6 +223,39 @@ def test_one_step_demonstrations_cannot_be_cut(tmp_path):
     file = write_lines(tmp_path / "d.jsonl", [{"task": "t", "observations": ["a"], "actions": ["look"]}] * 2)
     with pytest.raises(ValueError, match=r"Only 0 of the other demonstrations have two steps or more: 1 cannot"):
         degrade_demonstrations(load_demonstrations(file), truncate_share=0.5)
+
+
+def test_cli_writes_checks_and_degrades_demonstrations(demonstrations_file, capped_walkthroughs, random_episodes,
+                                                        tmp_path, capsys):  # fmt: skip
+    out = tmp_path / "demos"
+    assert main(["demonstrations", "--source", demonstrations_file, "--output-dir", str(out)]) == 0
+    assert capsys.readouterr().out == f"3 demonstrations (3 won), 14 steps, 3 games in {out}\n"
+    assert load_demonstrations(out) == load_demonstrations(demonstrations_file)
+    recorded = load_run_config(out)["config"]
+    assert recorded == {"source": demonstrations_file, "all_episodes": False,
+                        **demonstrations_fingerprint(demonstrations_file)}  # fmt: skip
+
+    folder = ["--source", str(capped_walkthroughs), "--output-dir", str(out)]
+    assert main(["demonstrations", *folder]) == 0
+    assert capsys.readouterr().out.startswith("2 demonstrations (2 won), 8 steps, 2 games")
+    assert main(["demonstrations", *folder, "--all-episodes"]) == 0
+    assert capsys.readouterr().out.startswith("3 demonstrations (2 won), 13 steps, 3 games")
+
+    degrade = ["--degrade.replace-share", "0.34", "--degrade.replacements", str(random_episodes),
+               "--degrade.truncate-share", "0.34", "--degrade.seed", "1"]  # fmt: skip
+    assert main(["demonstrations", "--source", demonstrations_file, "--output-dir", str(out), *degrade]) == 0
+    assert capsys.readouterr().out.startswith("3 demonstrations (")
+    spoilt = load_demonstrations(out, won_only=False)
+    assert sorted(e.agent for e in spoilt) == ["demonstrator", "demonstrator", "random"]
+    assert sum(e.steps[-1].truncated for e in spoilt if e.agent == "demonstrator") == 1
+    recorded = load_run_config(out)["config"]["degrade"]
+    assert recorded["replace_share"] == 0.34 and recorded["seed"] == 1
+    assert recorded["replacements_source"] == load_run_config(random_episodes)
+
+    with open(demonstrations_file, "a") as f:
+        f.write('{"task": "t"}\n')
+    assert main(["demonstrations", "--source", demonstrations_file, "--output-dir", str(tmp_path / "bad")]) == 2
+    assert "prm-gym: error: Line 5 of" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_sft_trains_on_a_demonstrations_file_and_records_it(demonstrations_file, tmp_path, monkeypatch):
