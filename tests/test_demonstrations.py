@@ -83,17 +83,21 @@ def test_a_file_gives_the_episodes_played_and_a_folder_keeps_them(walkthroughs, 
     assert load_run_config(folder)["config"] == {"source": "demos.jsonl"}
 
 
+GOOD = {"task": "t", "observations": ["a", "b"], "actions": ["go", "take"]}
+
+
 def test_a_minimal_line_is_one_won_episode_without_commands_or_reasons(tmp_path):
     file = write_lines(tmp_path / "d.jsonl", [{"task": "heat an egg.", "observations": ["Hi.", "There."],
-                                               "actions": ["go to microwave 1", "heat egg 1"]}])  # fmt: skip
-    (episode,) = load_demonstrations(file)
+                                               "actions": ["go to microwave 1", "heat egg 1"]},
+                                              {**GOOD, "reasons": [None, "It is here."]}])  # fmt: skip
+    episode, reasoned = load_demonstrations(file)
     assert [s.won for s in episode.steps] == [False, True] and [s.reward for s in episode.steps] == [0.0, 1.0]
     assert episode.steps[1].context.history == (("Hi.", "go to microwave 1"),)
     assert episode.reasons == [None, None] and episode.contexts[0].admissible_commands == ()
     assert episode.game_file is None and episode.task_type == ""
+    assert reasoned.reasons == [None, "It is here."] and reasoned.episode_id == "1:0"
+    assert load_demonstrations(save_demonstrations([episode, reasoned], tmp_path / "saved", {})) == [episode, reasoned]
 
-
-GOOD = {"task": "t", "observations": ["a", "b"], "actions": ["go", "take"]}
 
 
 @pytest.mark.parametrize(
