@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,7 @@ def save_demonstrations(episodes: Sequence[Episode], folder: str | os.PathLike[s
     folder = Path(folder)
     if not episodes:
         raise ValueError(f"No demonstrations to write to {folder}.")
-    ids = [episode.episode_id for episode in episodes]
-    twice = sorted({i for i in ids if ids.count(i) > 1})
+    twice = sorted(i for i, count in Counter(episode.episode_id for episode in episodes).items() if count > 1)
     if twice:
         raise ValueError(f"Episodes {twice} appear twice: give each demonstration its own episode_id.")
     if folder.exists() and any(folder.iterdir()):
