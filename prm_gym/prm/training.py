@@ -23,7 +23,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -55,6 +55,7 @@ __all__ = [
     "PRMTrainer",
     "RewardModelTrainer",
     "TrainPRMConfig",
+    "auc",
     "fit_reward_model",
     "prm_metrics",
     "split_by_game",
@@ -94,10 +95,16 @@ class PRMConfig(PRMSettings, TrainingArguments):
         super().__post_init__()
 
 
-def split_by_game(
-    rows: Sequence[TargetRow], validation_fraction: float, seed: int = 0
-) -> tuple[list[TargetRow], list[TargetRow]]:
-    """Split target rows into (train, validation) by their game: no game has rows on both sides.
+class _PlayedInAGame(Protocol):
+    @property
+    def game_file(self) -> str | None: ...
+
+
+_Row = TypeVar("_Row", bound=_PlayedInAGame)
+
+
+def split_by_game(rows: Sequence[_Row], validation_fraction: float, seed: int = 0) -> tuple[list[_Row], list[_Row]]:
+    """Split rows (targets, transitions) into (train, validation) by their game: no game has rows on both sides.
 
     Example:
         >>> from prm_gym.prm.context import Context
@@ -305,8 +312,8 @@ def prm_metrics(prediction: EvalPrediction) -> dict[str, float | None]:
     q, success = (np.asarray(x, dtype=np.float64).reshape(-1) for x in prediction.label_ids)
     probabilities = 1.0 / (1.0 + np.exp(-logits))
     positive = success > 0.5
-    auc = _auc(probabilities, positive)
-    if auc is None:
+    area = auc(probabilities, positive)
+    if area is None:
         which = "led to success" if positive.all() else "did not lead to success"
         logger.warning(
             "AUC undefined (reported as None): all %d validation actions %s (most of their rollouts %s), so there "
@@ -315,7 +322,7 @@ def prm_metrics(prediction: EvalPrediction) -> dict[str, float | None]:
         )
     return {
         "accuracy": float(np.mean((probabilities > 0.5) == (q > 0.5))),
-        "auc": auc,
+        "auc": area,
         "ece": _calibration_error(probabilities, q),
     }
 
@@ -326,8 +333,13 @@ def _pair_metrics(prediction: EvalPrediction) -> dict[str, float]:
     return {"accuracy": float(np.mean(margins > 0))}
 
 
-def _auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half); None without both classes."""
+def auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half); None without both classes.
+
+    Example:
+        >>> auc(np.array([0.9, 0.1, 0.5]), np.array([True, False, False]))
+        1.0
+    """
     pos, neg = scores[positive], scores[~positive]
     if len(pos) == 0 or len(neg) == 0:
         return None
