@@ -15,6 +15,9 @@ Usage::
     prm-gym eval --agent openai --openai.base-url http://127.0.0.1:8080/v1 --split valid_unseen --num-envs 8
     prm-gym report runs/eval-* --paper --output-dir runs/report
     prm-gym agentprm --config run.toml
+    prm-gym transitions --demonstrations runs/demos --rollouts runs/rollouts --output-dir runs/transitions
+    prm-gym train-inverse-prm --transitions runs/transitions --output-dir runs/inverse-prm
+    prm-gym inverse-prm --config run.toml
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tyro
 
 from prm_gym.agents.openai_agent import ServerError
+from prm_gym.agents.registry import AgentConfig, make_agent
 from prm_gym.config_files import load_config
 from prm_gym.envs.alfworld.data import (
     ALFWORLD_RELEASE_URL,
@@ -41,11 +45,12 @@ from prm_gym.envs.alfworld.data import (
 )
 from prm_gym.evaluation import EvalConfig, evaluate, format_table, summarize
 from prm_gym.io import read_jsonl, write_parquet
-from prm_gym.loops.agentprm_config import AgentPRMConfig
-from prm_gym.loops.stages import make_targets
+from prm_gym.loops.config import AgentPRMConfig, InversePRMConfig
+from prm_gym.loops.stages import make_targets, make_transitions
 from prm_gym.policy.sft_config import SFTConfig
+from prm_gym.prm.inverse import TransitionsConfig
 from prm_gym.prm.targets import TARGETS_FILE, TargetsConfig
-from prm_gym.prm.train_config import TrainPRMConfig
+from prm_gym.prm.train_config import TrainInversePRMConfig, TrainPRMConfig
 from prm_gym.report import ReportConfig, build_report
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts
 from prm_gym.rollout.demonstrations import (
@@ -234,6 +239,43 @@ def run_report(config: ReportConfig) -> None:
 
 
 @dataclass
+class TransitionsCommand(TransitionsConfig):
+    """Pair demonstrations' transitions with a policy's (InversePRM's data), each with the policy's next action."""
+
+    #: The expert's demonstrations: a demonstrations file or an episodes folder (`prm-gym demonstrations`).
+    demonstrations: str = "runs/demos"
+    #: From an episodes folder, read lost episodes as demonstrations too (by default only won ones).
+    all_demonstrations: bool = False
+    #: Rollouts folders of the current and past policies (`prm-gym collect`); the last is the current policy's,
+    #: whose episodes keep their recorded next actions.
+    rollouts: tuple[str, ...] = ("runs/rollouts",)
+    #: The current policy, which picks the next action at the other transitions' next states.
+    next_actions: AgentConfig = dataclasses.field(default_factory=lambda: AgentConfig(agent="random"))
+    #: Where to write transitions.jsonl and config.json.
+    output_dir: str = "runs/transitions"
+
+
+def run_transitions(config: TransitionsCommand) -> None:
+    """Build the transitions, save them with where they came from, and summarise them."""
+    demonstrations = load_demonstrations(config.demonstrations, won_only=not config.all_demonstrations)
+    settings = TransitionsConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(TransitionsConfig)})
+    source = {"demonstrations": config.demonstrations, "rollouts": list(config.rollouts),
+              "next_actions": dataclasses.asdict(config.next_actions)}  # fmt: skip
+    agent = make_agent(config.next_actions, seed=config.seed)
+    _, line = make_transitions(demonstrations, config.rollouts, agent, config.output_dir, settings, source=source)
+    print(line)
+
+
+def run_train_inverse_prm(config: TrainInversePRMConfig) -> None:
+    """Train an InversePRM on a transitions folder (resuming from its last checkpoint) and say where it is."""
+    from prm_gym.prm.inverse_training import train_inverse_prm  # torch: only for this command
+
+    with _kept_on_interrupt(f"the checkpoints in {config.output_dir} are kept"):
+        model = train_inverse_prm(config)
+    print(f"Trained InversePRM saved to {model}")
+
+
+@dataclass
 class AgentPRMCommand(AgentPRMConfig):
     """Run (or resume) the AgentPRM loop: rollouts -> targets -> PRM -> Best-of-N -> policy improvement."""
 
@@ -241,25 +283,55 @@ class AgentPRMCommand(AgentPRMConfig):
     config: str | None = None
 
 
+@dataclass
+class InversePRMCommand(InversePRMConfig):
+    """Run (or resume) the InversePRM loop: demonstrations vs rollouts -> InversePRM -> Best-of-N -> improvement."""
+
+    #: A TOML, YAML or JSON file of these settings (sections as tables: [rollouts], [prm], ...); flags override it.
+    config: str | None = None
+
+
 def run_agentprm(config: AgentPRMCommand) -> None:
-    """Run the loop in its run folder (resuming after its last finished stage) and print its report."""
+    """Run the AgentPRM loop in its run folder (resuming after its last finished stage) and print its report."""
     from prm_gym.loops.agentprm import run_agentprm as run_loop
 
-    settings = AgentPRMConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(AgentPRMConfig)})
-    with _kept_on_interrupt(f"the finished stages in {config.output_dir} are kept"):
+    _run_loop(run_loop, _settings(config, AgentPRMConfig))
+
+
+def run_inverse_prm(config: InversePRMCommand) -> None:
+    """Run the InversePRM loop in its run folder (resuming after its last finished stage) and print its report."""
+    from prm_gym.loops.inverse_prm import run_inverse_prm as run_loop
+
+    _run_loop(run_loop, _settings(config, InversePRMConfig))
+
+
+_Loop = TypeVar("_Loop", AgentPRMConfig, InversePRMConfig)
+
+
+def _settings(command: _Loop, settings: type[_Loop]) -> _Loop:
+    """Return a loop command's settings without its ``config`` file field."""
+    return settings(**{f.name: getattr(command, f.name) for f in dataclasses.fields(settings)})
+
+
+def _run_loop(run_loop: Callable[[Any], Path], settings: AgentPRMConfig | InversePRMConfig) -> None:
+    with _kept_on_interrupt(f"the finished stages in {settings.output_dir} are kept"):
         root = run_loop(settings)
     print((root / "report" / "report.md").read_text("utf-8"), end="")
     print(f"Run folder: {root}")
 
 
+#: The loop commands, which take their settings from a file (``--config``) too.
+_LOOPS: dict[str, type] = {"agentprm": AgentPRMCommand, "inverse-prm": InversePRMCommand}
+
+
 def _defaults(argv: Sequence[str]) -> dict[str, Any]:
     """Return each subcommand's defaults; ``agentprm --config FILE`` makes the file's settings its defaults."""
     defaults = {name: cls() for name, (cls, _) in _COMMANDS.items()}
-    if argv and argv[0] == "agentprm":
+    if argv and argv[0] in _LOOPS:
         files = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
         files += [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
         if files:
-            defaults["agentprm"] = load_config(files[-1], AgentPRMCommand)
+            defaults[argv[0]] = load_config(files[-1], _LOOPS[argv[0]])
     return defaults
 
 
@@ -274,6 +346,9 @@ _COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "sft": (SFTConfig, run_sft),
     "report": (ReportConfig, run_report),
     "agentprm": (AgentPRMCommand, run_agentprm),
+    "transitions": (TransitionsCommand, run_transitions),
+    "train-inverse-prm": (TrainInversePRMConfig, run_train_inverse_prm),
+    "inverse-prm": (InversePRMCommand, run_inverse_prm),
 }
 
 

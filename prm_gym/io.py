@@ -344,12 +344,18 @@ def read_json_object(path: str | os.PathLike[str], remedy: str = "") -> dict[str
 
 
 def config_differences(
-    recorded: Mapping[str, Any], current: Mapping[str, Any], *, ignored: Collection[str] = (), prefix: str = ""
+    recorded: Mapping[str, Any],
+    current: Mapping[str, Any],
+    *,
+    ignored: Collection[str] = (),
+    prefix: str = "",
+    defaults: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Name the settings of ``current`` that ``recorded`` has otherwise, as ``"name: old there, new here"``.
 
     Nested settings are compared one by one (``hf.temperature``); names in ``ignored`` (dotted for nested ones)
-    are skipped; a setting ``recorded`` lacks counts as ``None``.
+    are skipped; a setting ``recorded`` lacks counts as its value in ``defaults`` (a setting added since the
+    record was written, whose default keeps the behaviour it had), else as ``None``.
     Values are compared as JSON would store them (a tuple equals a list).
 
     Example:
@@ -362,9 +368,11 @@ def config_differences(
         dotted = prefix + name
         if dotted in ignored:
             continue
-        old = recorded.get(name)
+        default = (defaults or {}).get(name)
+        old = recorded.get(name, json.loads(json.dumps(default)))
         if isinstance(old, dict) and isinstance(value, dict):
-            differences += config_differences(old, value, ignored=ignored, prefix=dotted + ".")
+            nested = default if isinstance(default, Mapping) else None
+            differences += config_differences(old, value, ignored=ignored, prefix=dotted + ".", defaults=nested)
         elif old != value:
             differences.append(f"{dotted}: {old!r} there, {value!r} here")
     return differences

@@ -80,3 +80,25 @@ def command_logliks(agent, context) -> list[float]:
     answers = agent._answer_ids(state.admissible_commands)
     prompt = agent._prompt_ids(state, reserve=max(map(len, answers)))
     return agent._command_logliks([prompt], [answers])[0][0]
+
+
+@pytest.fixture(scope="session")
+def loop_models(tmp_path_factory):
+    """A tiny random causal LM (pi0's base) and a tiny random PRM backbone, saved as model directories."""
+    folder = tmp_path_factory.mktemp("models")
+    model, tokenizer = tiny_llama("LlamaForCausalLM", seed=0)
+    model.save_pretrained(folder / "policy")
+    tokenizer.save_pretrained(folder / "policy")
+    tiny_prm().save_pretrained(folder / "prm")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def loop_demonstrations(tmp_path_factory):
+    """The gold walkthroughs of the 2 tiny games, as `prm-gym collect --agent walkthrough` writes them."""
+    from prm_gym.cli import main
+
+    folder = tmp_path_factory.mktemp("demos")
+    assert main(["collect", "--agent", "walkthrough", "--split", "tiny", "--num-games", "2", "--repeats", "1",
+                 "--num-envs", "1", "--vectorization", "sync", "--output-dir", str(folder)]) == 0  # fmt: skip
+    return folder

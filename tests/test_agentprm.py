@@ -1,11 +1,11 @@
 """The AgentPRM loop end to end in miniature (tiny games, tiny random models): every stage, resume, config files."""
 
+import dataclasses
 import json
 
 import pytest
 
 torch = pytest.importorskip("torch")
-from conftest import tiny_llama, tiny_prm  # noqa: E402
 
 from prm_gym.cli import main  # noqa: E402
 from prm_gym.loops import AgentPRMConfig, ImprovementConfig  # noqa: E402
@@ -69,37 +69,19 @@ max_episode_steps = 6
 """
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """A tiny random causal LM (pi0's base) and a tiny random PRM backbone, saved as model directories."""
-    folder = tmp_path_factory.mktemp("models")
-    model, tokenizer = tiny_llama("LlamaForCausalLM", seed=0)
-    model.save_pretrained(folder / "policy")
-    tokenizer.save_pretrained(folder / "policy")
-    tiny_prm().save_pretrained(folder / "prm")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def demonstrations(tmp_path_factory):
-    """The gold walkthroughs of the 2 tiny games, as `prm-gym collect --agent walkthrough` writes them."""
-    folder = tmp_path_factory.mktemp("demos")
-    assert main(["collect", "--agent", "walkthrough", "--split", "tiny", "--num-games", "2", "--repeats", "1",
-                 "--num-envs", "1", "--vectorization", "sync", "--output-dir", str(folder)]) == 0  # fmt: skip
-    return folder
-
-
-def write_settings(tmp_path, models, demonstrations):
+def write_settings(tmp_path, loop_models, loop_demonstrations):
     path = tmp_path / "run.toml"
-    text = SETTINGS.replace("[sft]\n", f'[sft]\ndemonstrations = "{demonstrations}"\nmodel = "{models / "policy"}"\n')
-    text = text.replace("[prm]\n", f'[prm]\nmodel = "{models / "prm"}"\n')
+    model = loop_models / "policy"
+    text = SETTINGS.replace("[sft]\n", f'[sft]\ndemonstrations = "{loop_demonstrations}"\nmodel = "{model}"\n')
+    text = text.replace("[prm]\n", f'[prm]\nmodel = "{loop_models / "prm"}"\n')
     path.write_text(text, "utf-8")
     return path
 
 
-def test_the_loop_runs_every_stage_and_a_rerun_does_nothing_again(tmp_path, models, demonstrations, monkeypatch,
-                                                                    capsys):
-    settings = write_settings(tmp_path, models, demonstrations)
+def test_the_loop_runs_every_stage_and_a_rerun_does_nothing_again(
+    tmp_path, loop_models, loop_demonstrations, monkeypatch, capsys
+):
+    settings = write_settings(tmp_path, loop_models, loop_demonstrations)
     run = tmp_path / "run"
     assert main(["agentprm", "--config", str(settings), "--output-dir", str(run)]) == 0
     assert f"Run folder: {run}" in capsys.readouterr().out
@@ -133,22 +115,24 @@ def test_the_loop_runs_every_stage_and_a_rerun_does_nothing_again(tmp_path, mode
     assert main(["agentprm", "--config", str(settings), "--output-dir", str(run)]) == 0
 
 
-def test_policy_improvement_fine_tunes_the_policy_on_won_episodes(tmp_path, models, demonstrations):
+def test_policy_improvement_fine_tunes_the_policy_on_won_episodes(tmp_path, loop_models, loop_demonstrations):
     """Rejection-sampling fine-tuning: the won episodes (here the walkthroughs) teach the policy their actions."""
     from prm_gym.config_files import load_config
     from prm_gym.loops.stages import LoopRun
 
-    config = load_config(write_settings(tmp_path, models, demonstrations), AgentPRMConfig)
+    config = load_config(write_settings(tmp_path, loop_models, loop_demonstrations), AgentPRMConfig)
     stages = loop._Stages(config, tmp_path / "run", LoopRun(tmp_path / "run", {}), progress=False)
-    pi1 = stages.fine_tune(str(models / "policy"), str(demonstrations), "pi1")
+    pi1 = stages.fine_tune(str(loop_models / "policy"), str(loop_demonstrations), "pi1")
     assert pi1 == str(tmp_path / "run" / "pi1" / "model")
     record = json.loads((tmp_path / "run" / "pi1" / "model" / "training.json").read_text())
-    assert record["sft"]["model"] == str(models / "policy") and record["examples"] == 2
+    assert record["sft"]["model"] == str(loop_models / "policy") and record["examples"] == 2
     assert record["sft"]["max_steps"] == 2 and record["sft"]["learning_rate"] == 1e-5  # improvement.sft's
 
 
-def test_a_crashed_loop_resumes_at_its_first_unfinished_stage(tmp_path, models, demonstrations, monkeypatch):
-    settings = write_settings(tmp_path, models, demonstrations)
+def test_a_crashed_loop_resumes_at_its_first_unfinished_stage(
+    tmp_path, loop_models, loop_demonstrations, monkeypatch
+):
+    settings = write_settings(tmp_path, loop_models, loop_demonstrations)
     from prm_gym.config_files import load_config
 
     loaded = load_config(settings, AgentPRMConfig)
@@ -252,3 +236,17 @@ def test_yaml_and_json_files_give_the_same_settings_as_toml(tmp_path):
     # A section's loop defaults stay where the file does not set them.
     assert configs[0].rollouts.repeats == 8 and configs[0].rollouts.split == "train"
     assert configs[0].rollouts.expert_prefix_share == 0.5 and configs[0].best_of_n == (1, 4)
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    """A setting added since a run was recorded counts as its default there (the behaviour the run had)."""
+    from prm_gym.loops.stages import LoopRun
+
+    defaults = dataclasses.asdict(AgentPRMConfig())
+    old = dataclasses.asdict(AgentPRMConfig())
+    del old["improvement"]["episodes"]  # a run recorded before `improvement.episodes` existed
+    LoopRun(tmp_path, old).stage("pi0", lambda: "pi0")
+    assert LoopRun(tmp_path, dataclasses.asdict(AgentPRMConfig()), defaults=defaults).finished == {"pi0": "pi0"}
+    changed = dataclasses.asdict(AgentPRMConfig(improvement=ImprovementConfig(episodes="all")))
+    with pytest.raises(ValueError, match=r"improvement.episodes: 'won' there, 'all' here"):
+        LoopRun(tmp_path, changed, defaults=defaults)

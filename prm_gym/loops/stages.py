@@ -8,23 +8,44 @@ episodes). The run's settings are recorded too: a rerun with other settings is r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from prm_gym.evaluation import EvalConfig, evaluate
 from prm_gym.io import atomic_write_text, config_differences, read_json_object
+from prm_gym.loops.config import LoopConfig
+from prm_gym.policy.sft_config import SFTConfig
+from prm_gym.prm.inverse import TransitionsConfig, resample_next_actions, save_transitions, select_transitions
 from prm_gym.prm.target_summary import target_shares
 from prm_gym.prm.targets import TargetsConfig, compute_targets, save_targets
-from prm_gym.rollout.storage import load_episodes, load_run_config
+from prm_gym.rollout.collect import CollectConfig, collect_rollouts
+from prm_gym.rollout.runner import EXECUTION_FIELDS, open_run_agent
+from prm_gym.rollout.storage import Episode, load_episodes, load_run_config
 
-__all__ = ["LOOP_FILE", "LoopRun", "make_targets"]
+if TYPE_CHECKING:
+    from prm_gym.agents.base import Agent
+
+__all__ = ["LOOP_FILE", "NOT_COMPARED", "LoopRun", "PolicyStages", "make_targets", "make_transitions"]
 
 logger = logging.getLogger(__name__)
 
 #: The run folder's record: the settings and each finished stage's result.
 LOOP_FILE = "loop.json"
+
+#: Settings a rerun may change and still continue the run: where it runs, how it plays (not what), and how far it
+#: goes (stages are named by iteration, N and seed, so more iterations, sizes or seeds only add stages).
+_PLAYING = ("rollouts", "improvement.rollouts", "evaluation")
+NOT_COMPARED = frozenset(
+    {"output_dir", "device", "iterations", "best_of_n", "eval_seeds"}
+    | {f"{s}.{name}" for s in _PLAYING for name in EXECUTION_FIELDS}
+)
+
+#: A stage's section: an evaluation's or a collection's settings (agent and run settings both).
+_Section = TypeVar("_Section", EvalConfig, CollectConfig)
 
 
 class LoopRun:
@@ -39,8 +60,14 @@ class LoopRun:
         'made'
     """
 
-    def __init__(self, folder: str | Path, settings: Mapping[str, Any], ignored: Collection[str] = ()) -> None:
-        """Open (or start) the run in ``folder``.
+    def __init__(
+        self,
+        folder: str | Path,
+        settings: Mapping[str, Any],
+        ignored: Collection[str] = (),
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Open (or start) the run in ``folder``; ``defaults`` stand for settings its record lacks (added since).
 
         Raises:
             ValueError: when ``folder`` holds a run with other settings (those in ``ignored`` may differ).
@@ -51,7 +78,8 @@ class LoopRun:
         path = self.folder / LOOP_FILE
         if path.is_file():
             recorded = read_json_object(path, remedy="delete it to start the run over")
-            differences = config_differences(recorded.get("settings") or {}, self.settings, ignored=ignored)
+            differences = config_differences(recorded.get("settings") or {}, self.settings, ignored=ignored,
+                                             defaults=defaults)
             if differences:
                 raise ValueError(
                     f"{self.folder} holds a run with other settings ({'; '.join(differences)}): choose another "
@@ -94,3 +122,171 @@ def make_targets(
     states = len({row.state_key for row in targets})
     lines = [f"{len(targets)} targets at {states} states from {len(episodes)} episodes in {folder}"]
     return str(folder), lines + [str(shares) for shares in target_shares(episodes, targets, config)]
+
+
+@dataclasses.dataclass
+class PolicyStages:
+    """The stages both loops share: each runs one command into a folder of the run and returns what the next ones need.
+
+    pi0, the policy's rollouts, the policy improvement (:meth:`improve`) and the evaluations; a loop's own stages
+    (its reward model's data and training) are a subclass's methods.
+    """
+
+    config: LoopConfig
+    root: Path
+    run: LoopRun
+    progress: bool
+
+    def pi0(self) -> str:
+        """Return pi0: the given policy, or the fine-tuning of ``sft.model`` on the demonstrations."""
+        if self.config.policy is not None:
+            return self.config.policy
+        from prm_gym.policy.sft import train_sft  # torch: only for this stage
+
+        return str(train_sft(self.pi0_settings()))
+
+    def pi0_settings(self) -> SFTConfig:
+        """Return pi0's fine-tuning settings: ``sft``, writing to the run's ``pi0/``."""
+        return dataclasses.replace(self.config.sft, output_dir=str(self.root / "pi0"), device=self.config.device)
+
+    def rollouts(self, policy: str, folder: str) -> str:
+        """Roll ``policy`` out on the train games, sampling at ``rollout_temperature``."""
+        hf = dataclasses.replace(self.config.hf, temperature=self.config.rollout_temperature)
+        collect = self._agent(self.config.rollouts, folder, agent="hf", model=policy, hf=hf)
+        return self._collect(collect)
+
+    def improve(self, policy: str, reward_model: str, rollouts: str, i: int) -> str:
+        """Return pi_i, made from ``policy`` (pi_{i-1}) and ``reward_model`` as ``improvement.method`` says.
+
+        "dpo": preference pairs at states of ``rollouts``, then DPO; "rft": Best-of-N episodes, then fine-tuning;
+        "none": ``policy`` itself (no stage runs).
+        """
+        method, run = self.config.improvement.method, self.run
+        if method == "none":
+            return policy
+        if method == "dpo":
+            pairs = run.stage(f"preference pairs for pi{i}", self.preference_pairs, policy, reward_model, rollouts,
+                              f"pairs-pi{i}")  # fmt: skip
+            return str(run.stage(f"pi{i}", self.dpo, policy, pairs, f"pi{i}"))
+        episodes = run.stage(f"best-of-n episodes for pi{i}", self.improvement_episodes, policy, reward_model,
+                             f"improve-pi{i}")  # fmt: skip
+        return str(run.stage(f"pi{i}", self.fine_tune, policy, episodes, f"pi{i}"))
+
+    def improvement_episodes(self, policy: str, reward_model: str, folder: str) -> str:
+        """Play Best-of-N(policy, reward_model) on the train games: the episodes the next policy learns from."""
+        improvement = self.config.improvement
+        collect = self._agent(improvement.rollouts, folder, agent="best-of-n", policy="hf", model=policy,
+                              reward_model=reward_model, n=improvement.n)  # fmt: skip
+        return self._collect(collect)
+
+    def fine_tune(self, policy: str, episodes: str, folder: str) -> str:
+        """Fine-tune ``policy`` on the won ``episodes`` (rejection-sampling fine-tuning), or on all of them.
+
+        With ``improvement.episodes="won"``, the policy is kept if none was won.
+        """
+        from prm_gym.policy.sft import train_sft  # torch: only for this stage
+
+        if self.config.improvement.episodes == "won" and not any(e.won for e in load_episodes(episodes)):
+            logger.warning("No Best-of-N episode in %s was won: %s keeps the policy it started from.", episodes, folder)
+            return policy
+
+        sft = dataclasses.replace(self.config.improvement.sft, model=policy, demonstrations=episodes,
+                                  won_only=self.config.improvement.episodes == "won",
+                                  output_dir=str(self.root / folder), device=self.config.device)  # fmt: skip
+        return str(train_sft(sft))
+
+    def preference_pairs(self, policy: str, reward_model: str, rollouts: str, folder: str) -> str:
+        """Pair, at states of ``rollouts``, the policy's sampled actions that the PRM tells apart (DPO's data)."""
+        from prm_gym.agents.hf_agent import HFAgent  # torch: only for this stage
+        from prm_gym.policy.dpo import policy_preferences, sample_states, save_pairs
+        from prm_gym.prm.model import ProcessRewardModel
+
+        settings = self.config.improvement.dpo
+        states = sample_states([c for e in load_episodes(rollouts) for c in e.contexts], settings)
+        agent = HFAgent.from_pretrained(policy, self.config.hf, device=self.config.device)
+        agent.reset(settings.seed)
+        prm = ProcessRewardModel.from_pretrained(reward_model, device=self.config.device)
+        pairs = policy_preferences(states, agent, prm, settings)
+        logger.info("%d preference pairs at %d states of %s.", len(pairs), len(states), rollouts)
+        source = {"policy": policy, "reward_model": reward_model, "rollouts": rollouts, "states": len(states),
+                  "dpo": dataclasses.asdict(settings), "hf": dataclasses.asdict(self.config.hf)}  # fmt: skip
+        return save_pairs(pairs, self.root / folder, source)
+
+    def dpo(self, policy: str, pairs: str, folder: str) -> str:
+        """Train ``policy`` by DPO on ``pairs``, anchored to itself (the reference)."""
+        from prm_gym.policy.dpo import train_dpo  # torch and TRL: only for this stage
+
+        settings, prompt = self.config.improvement.dpo, self.config.hf.prompt
+        return str(train_dpo(policy, pairs, self.root / folder, settings, prompt, device=self.config.device))
+
+    def evaluate_policy(self, policy: str, name: str) -> list[str]:
+        """Evaluate ``policy`` (the loop's ``hf`` settings) once per evaluation seed; greedy, once (it repeats itself).
+
+        Returns:
+            The evaluation folders as the report takes them, labelled: ``<folder>=<name>``.
+        """
+        seeds = self.config.eval_seeds if self.config.hf.temperature > 0 else self.config.eval_seeds[:1]
+        return [
+            self.run.stage(f"eval {name} seed {seed}", self._evaluate, f"eval/{name}-s{seed}", seed, agent="hf",
+                           model=policy) + f"={name}"  # fmt: skip
+            for seed in seeds
+        ]
+
+    def evaluate_best_of_n(self, policy: str, name: str, reward_model: str, q: str) -> list[str]:
+        """Evaluate Best-of-N(policy, reward_model) for each N and evaluation seed (labelled folders, as above)."""
+        return [
+            self.run.stage(f"eval best-of-{n}({name}, {q}) seed {seed}", self._evaluate,
+                           f"eval/bon{n}-{name}-{q}-s{seed}", seed, agent="best-of-n", policy="hf", model=policy,
+                           reward_model=reward_model, n=n) + f"=Best-of-{n}({name}, {q})"  # fmt: skip
+            for n in self.config.best_of_n
+            for seed in self.config.eval_seeds
+        ]
+
+    def _evaluate(self, folder: str, seed: int, **agent: Any) -> str:
+        """Evaluate the agent ``agent`` names on the evaluation games into ``folder``."""
+        settings = self._agent(self.config.evaluation, folder, seed=seed, **agent)
+        with open_run_agent(settings) as built:
+            evaluate(built, settings, progress=self.progress)
+        return str(settings.output_dir)
+
+    def _collect(self, settings: CollectConfig) -> str:
+        with open_run_agent(settings) as agent:
+            return str(collect_rollouts(agent, settings, progress=self.progress))
+
+    def _agent(self, section: _Section, folder: str, **agent: Any) -> _Section:
+        """Return ``section`` with the loop's agent settings and ``agent``'s, writing to ``folder`` of the run."""
+        fields: dict[str, Any] = {"hf": self.config.hf, "device": self.config.device, **agent}
+        return dataclasses.replace(section, output_dir=str(self.root / folder), **fields)
+
+
+def make_transitions(
+    demonstrations: list[Episode],
+    rollouts: Sequence[str | Path],
+    policy: Agent,
+    output_dir: str | Path,
+    config: TransitionsConfig,
+    *,
+    source: Mapping[str, Any],
+    progress: bool = True,
+) -> tuple[str, str]:
+    """Build and save InversePRM's transitions: ``demonstrations`` against the episodes of each rollouts folder.
+
+    The last of ``rollouts`` is the current policy's (``policy``): its transitions keep their recorded next
+    actions; every other transition gets its next action from ``policy`` (:mod:`prm_gym.prm.inverse`).
+
+    Returns:
+        The transitions folder, and a line summarising them.
+
+    Raises:
+        ValueError: when either class has no transition.
+    """
+    by_source = {Path(folder).name: load_episodes(folder) for folder in rollouts}
+    chosen = select_transitions(demonstrations, by_source, config)
+    current = Path(rollouts[-1]).name if rollouts else None
+    chosen = resample_next_actions(chosen, policy, keep_source=current, progress=progress)
+    folder = save_transitions(chosen, output_dir, config, source=source)
+    experts = sum(t.expert for t in chosen)
+    games = len({t.game_file for t in chosen if t.expert})
+    line = (f"{len(chosen)} transitions in {folder}: {experts} expert ones ({games} games), {len(chosen) - experts} "
+            f"of the policy from {', '.join(by_source)}")  # fmt: skip
+    return str(folder), line

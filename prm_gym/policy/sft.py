@@ -60,9 +60,16 @@ _NOT_COMPARED = frozenset({"sft.output_dir", "sft.device", "sft.resume", "sft.de
 
 
 def sft_examples(
-    episodes: Sequence[Episode], tokenizer: Any, prompt: PromptConfig, *, positions: int | None = None
+    episodes: Sequence[Episode],
+    tokenizer: Any,
+    prompt: PromptConfig,
+    *,
+    positions: int | None = None,
+    won_only: bool = True,
 ) -> list[dict[str, list[int]]]:
-    """Return the training examples of the won ``episodes``: ``input_ids`` and ``labels`` (``-100`` but on answers).
+    """Return the training examples of the won ``episodes`` (all with ``won_only=False``): ``input_ids``, ``labels``.
+
+    The labels are ``-100`` but on the answers.
 
     One example per episode when each turn's prompt and answer is a prefix of the last turn's (the append-only
     render), with every answer labelled; otherwise one example per turn, its own answer labelled. Either way each
@@ -71,7 +78,7 @@ def sft_examples(
     Raises:
         ValueError: when no episode was won, or a turn does not fit ``positions`` (the message says how to fix it).
     """
-    won = [episode for episode in episodes if episode.won]
+    won = [episode for episode in episodes if episode.won or not won_only]
     if not won:
         raise ValueError(f"None of the {len(episodes)} demonstrations was won: there is nothing to imitate.")
     examples = []
@@ -162,7 +169,7 @@ def train_sft(config: SFTConfig) -> Path:
         ValueError: a line of a demonstrations file is malformed (named); no demonstration was won; another run
             is writing output_dir; or its checkpoints were written with other settings or demonstrations (named).
     """
-    episodes = load_demonstrations(config.demonstrations)
+    episodes = load_demonstrations(config.demonstrations, won_only=config.won_only)
     model_path = Path(config.model)
     record: dict[str, Any] = {
         "sft": dataclasses.asdict(config) | ({"model": str(model_path.resolve())} if model_path.exists() else {}),
@@ -183,7 +190,7 @@ def train_sft(config: SFTConfig) -> Path:
         ensure_pad_token(tokenizer)
         model = load_pretrained(AutoModelForCausalLM, source, dtype=torch.float32, use_safetensors=True)
         prompt = PromptConfig(max_prompt_tokens=config.max_prompt_tokens)
-        examples = sft_examples(episodes, tokenizer, prompt, positions=max_positions(model))
+        examples = sft_examples(episodes, tokenizer, prompt, positions=max_positions(model), won_only=config.won_only)
         if config.max_examples is not None and config.max_examples < len(examples):
             examples = random.Random(config.seed).sample(examples, config.max_examples)
         if config.lora:
@@ -205,8 +212,8 @@ def train_sft(config: SFTConfig) -> Path:
         atomic_write_text(output_dir / RUN_CONFIG_FILE, json.dumps(record, indent=2) + "\n")
         if checkpoint is not None:
             logger.info("Resuming from %s (step %d).", checkpoint, checkpoint_step(checkpoint))
-        logger.info("Fine-tuning on %d examples (%d answer tokens) from %d won demonstrations.", len(examples),
-                    sum(label != -100 for example in examples for label in example["labels"]),
+        logger.info("Fine-tuning on %d examples (%d answer tokens) from %d demonstrations (%d won).", len(examples),
+                    sum(label != -100 for example in examples for label in example["labels"]), len(episodes),
                     sum(e.won for e in episodes))  # fmt: skip
         trainer.train(resume_from_checkpoint=checkpoint)
         record |= {"examples": len(examples), "prompt": dataclasses.asdict(prompt),

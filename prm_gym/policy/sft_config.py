@@ -25,6 +25,9 @@ class SFTConfig:
     #: ``prm-gym demonstrations``), whose won episodes are the demonstrations (``prm-gym collect --agent
     #: walkthrough --repeats 1`` makes ALFWorld's gold ones). Each won episode is one example.
     demonstrations: str = "runs/demos"
+    #: Train on the won episodes only (False: on all of them, e.g. InversePRM's loop fine-tuning on every
+    #: Best-of-N episode, as it reads no outcome).
+    won_only: bool = True
     #: The causal LM to fine-tune: a Hugging Face model directory or hub id, or a .gguf file.
     model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     #: Checkpoints go here (checkpoint-<step>), with the run's config.json; the model to ``<output_dir>/model``.
