@@ -165,3 +165,11 @@ def test_the_commands_make_transitions_and_train_an_inverse_prm(tmp_path, loop_m
     assert main(["train-inverse-prm", "--transitions", str(tmp_path / "missing"), "--model", str(loop_models / "prm"),
                  "--output-dir", str(tmp_path / "iq2")]) == 2  # fmt: skip
     assert "No transitions at" in capsys.readouterr().err
+
+
+def test_the_shipped_cpu_config_loads():
+    from pathlib import Path
+
+    config = load_config(Path(__file__).parents[1] / "configs" / "inverse_prm_cpu.toml", InversePRMConfig)
+    assert config.policy == "runs/agentprm-cpu/pi0/model" and config.demonstrations == "runs/demos"
+    assert config.improvement.episodes == "all" and config.evaluation.split == "valid_unseen"
