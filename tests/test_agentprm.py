@@ -43,6 +43,7 @@ max_steps = 2
 save_steps = 2
 validation_fraction = 0.0
 max_prompt_tokens = 512
+whole_episodes = true
 
 [improvement]
 n = 2
@@ -92,7 +93,8 @@ def test_the_loop_runs_every_stage_and_a_rerun_does_nothing_again(
                           "eval pi1 seed 0", "eval best-of-2(pi1, q0) seed 0"]  # fmt: skip
     # pi0 was fine-tuned on the demonstrations; Q0 trained on pi0's rollouts; the report has every evaluation.
     assert record["finished"]["pi0"] == str(run / "pi0" / "model") and (run / "pi0" / "model").is_dir()
-    assert (run / "q0" / "model" / "training.json").is_file()
+    q0 = json.loads((run / "q0" / "model" / "training.json").read_text())
+    assert q0["train_prm"]["whole_episodes"] and q0["train_prm"]["rollouts"] == str(run / "rollouts-pi0")
     rollouts = load_episodes(run / "rollouts-pi0")
     assert len(rollouts) == 4 and {e.agent for e in rollouts} == {"model-loglik"}  # pi0: <folder>-<mode>
     assert json.loads((run / "targets-pi0" / "config.json").read_text())["source"]["config"]["repeats"] == 2

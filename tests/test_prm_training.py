@@ -11,6 +11,7 @@ import pytest
 from conftest import tiny_prm
 
 pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
 
 from transformers import EvalPrediction, TrainerCallback, trainer_callback  # noqa: E402
 from transformers.trainer_utils import get_last_checkpoint  # noqa: E402
@@ -50,11 +51,16 @@ class Sloppy(Agent):
 
 
 @pytest.fixture(scope="module")
-def targets(tmp_path_factory):
+def rollouts(tmp_path_factory):
     # One episode per group: each is seeded on its own, the dataset the assertions below were sized on.
     config = CollectConfig(split="tiny", num_games=3, repeats=8, num_envs=1, vectorization="sync",
                            max_episode_steps=10, backend="fast", output_dir=str(tmp_path_factory.mktemp("rollouts")))
-    episodes = load_episodes(collect_rollouts(Sloppy(), config, progress=False))
+    return collect_rollouts(Sloppy(), config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def targets(rollouts):
+    episodes = load_episodes(rollouts)
     assert 0 < sum(e.won for e in episodes) < len(episodes)
     rows = compute_targets(episodes, TargetsConfig())
     first_steps = [row for row in rows if not row.context.history]
@@ -65,6 +71,8 @@ def targets(tmp_path_factory):
 
 #: Short renders, so that a tiny model trains in seconds.
 PROMPT = PromptConfig(system_prompt="Reach the goal.", max_prompt_tokens=256, show_admissible_commands=False)
+#: Whole episodes' renders, no turn dropped (each step's render extends the one before).
+WHOLE = PromptConfig(system_prompt="Reach the goal.", max_prompt_tokens=2048, show_admissible_commands=False)
 
 
 def train_args(tmp_path, **overrides):
@@ -85,6 +93,45 @@ def test_soft_bce_training_lowers_the_loss_and_ranks_winning_actions_first(targe
     prm = tiny_prm(prompt_config=PROMPT)
     before = scores_auc(prm, targets)
     trainer = PRMTrainer(prm, train_args(tmp_path), targets)
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert losses[-1] < losses[0] - 0.05, losses
+    after = scores_auc(prm, targets)
+    assert after > 0.75 and after > before + 0.2, (before, after)
+
+
+def test_whole_episodes_read_the_per_row_logits_in_one_forward(rollouts, targets):
+    """The head read at each action's end of an episode's render equals the logit of that step's own render."""
+    from prm_gym.prm.episode_items import episode_items
+    from prm_gym.prm.model import position_logits
+
+    prm = tiny_prm(prompt_config=WHOLE)
+    episodes = load_episodes(rollouts)
+    items = episode_items(episodes, targets, TargetsConfig(), prm.token_ids)
+    assert len(items) == len(episodes)  # short renders: every episode extends, one item each
+    by_key = {row.key: row for row in targets}
+    item, episode = items[0], episodes[0]
+    batch = prm.tokenizer.pad({"input_ids": [item.token_ids]}, padding_side="right", return_tensors="pt")
+    with torch.no_grad():
+        whole = position_logits(prm.model, batch, torch.zeros(len(item.positions), dtype=torch.long),
+                                torch.tensor(item.positions))  # fmt: skip
+    rows = [by_key[step.context.key] for step in episode.steps]
+    per_row = [math.log(p / (1 - p)) for p in prm.score([step.context for step in episode.steps])]
+    assert whole.tolist() == pytest.approx(per_row, abs=1e-4)
+    assert item.q == [row.q for row in rows]
+    # Each (state, action) weighs 1 in all: its k visits 1/k each.
+    total = {}
+    for one, played in zip(items, episodes, strict=True):
+        for step, weight in zip(played.steps, one.weights, strict=True):
+            total[step.context.key] = total.get(step.context.key, 0.0) + weight
+    assert total == pytest.approx(dict.fromkeys(by_key, 1.0))
+
+
+def test_whole_episode_training_ranks_winning_actions_first(rollouts, targets, tmp_path):
+    prm = tiny_prm(prompt_config=WHOLE)
+    before = scores_auc(prm, targets)
+    trainer = PRMTrainer(prm, train_args(tmp_path, whole_episodes=True, per_device_train_batch_size=2), targets,
+                         load_episodes(rollouts), TargetsConfig())  # fmt: skip
     trainer.train()
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert losses[-1] < losses[0] - 0.05, losses
@@ -224,6 +271,19 @@ def test_cli_train_prm_without_targets_is_one_clear_line(tmp_path, capsys):
 
     assert main(["train-prm", "--targets", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "prm")]) == 2
     assert "prm-gym: error: No targets at" in capsys.readouterr().err
+
+
+def test_whole_episodes_without_their_rollouts_or_with_pairs_are_named(targets, tmp_path, capsys):
+    from prm_gym.cli import main
+    from prm_gym.prm.targets import save_targets
+
+    save_targets(targets, tmp_path / "targets", TargetsConfig())
+    assert main(["train-prm", "--targets", str(tmp_path / "targets"), "--whole-episodes",
+                 "--output-dir", str(tmp_path / "prm")]) == 2  # fmt: skip
+    assert "prm-gym: error: `whole_episodes` needs `rollouts`" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="`whole_episodes` trains the soft_bce loss, not 'bradley_terry'"):
+        PRMTrainer(tiny_prm(prompt_config=PROMPT), train_args(tmp_path, whole_episodes=True, loss="bradley_terry"),
+                   targets, [object()], TargetsConfig())  # fmt: skip
 
 
 def sgd_update(tmp_path, loss, rows, batch_size, accumulation):

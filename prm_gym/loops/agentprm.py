@@ -59,7 +59,7 @@ def run_agentprm(config: AgentPRMConfig, *, progress: bool = True) -> Path:
             rollouts = run.stage(f"rollouts of {pi}", stages.rollouts, policy, f"rollouts-{pi}")
             targets = run.stage(f"targets of {pi}", stages.targets, rollouts, f"targets-{pi}")
             start = reward_model if config.warm_start and reward_model else config.prm.model
-            reward_model = run.stage(q, stages.prm, targets, start, q)
+            reward_model = run.stage(q, stages.prm, targets, rollouts, start, q)
             evaluations += stages.evaluate_best_of_n(policy, pi, reward_model, q)
             if config.improvement.method == "none":
                 break
@@ -83,11 +83,10 @@ class _Stages(PolicyStages):
             logger.info("%s", line)
         return targets
 
-    def prm(self, targets: str, start: str, folder: str) -> str:
-        """Train a PRM on ``targets``, from the backbone (or previous PRM) ``start``."""
+    def prm(self, targets: str, rollouts: str, start: str, folder: str) -> str:
+        """Train a PRM on ``targets`` (of ``rollouts``), from the backbone (or previous PRM) ``start``."""
         from prm_gym.prm.training import train_prm  # torch: only for this stage
 
-        settings = dataclasses.replace(
-            self.config.prm, targets=targets, model=start, output_dir=str(self.root / folder), device=self.config.device
-        )
+        settings = dataclasses.replace(self.config.prm, targets=targets, rollouts=rollouts, model=start,
+                                       output_dir=str(self.root / folder), device=self.config.device)  # fmt: skip
         return str(train_prm(settings))

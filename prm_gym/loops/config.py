@@ -32,7 +32,7 @@ SET_BY_THE_LOOP: dict[str, tuple[str, ...]] = {
     "evaluation": (*_AGENT, "seed"),
     "sft": ("output_dir", "device"),
     "improvement.sft": ("model", "demonstrations", "won_only", "output_dir", "device"),
-    "prm": ("targets", "output_dir", "device"),
+    "prm": ("targets", "rollouts", "output_dir", "device"),
 }
 
 

@@ -43,7 +43,14 @@ from prm_gym.prm.prompt import PromptConfig, encode_contexts
 if TYPE_CHECKING:
     from peft import LoraConfig
 
-__all__ = ["PREFIX_CACHE_TOKENS", "SETTINGS_FILE", "LoraSettings", "ProcessRewardModel", "head_logits"]
+__all__ = [
+    "PREFIX_CACHE_TOKENS",
+    "SETTINGS_FILE",
+    "LoraSettings",
+    "ProcessRewardModel",
+    "head_logits",
+    "position_logits",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -320,6 +327,15 @@ class ProcessRewardModel:
         pad = self.model.config.get_text_config().pad_token_id
         return sharing.plan_groups(token_ids, pad, singletons=cached)
 
+    def token_ids(self, contexts: Sequence[Context]) -> list[list[int]]:
+        """Return each context's model input ids, unpadded: what :meth:`encode` pads into a batch.
+
+        Raises:
+            TypeError: when an item is not a :class:`Context`.
+            ValueError: when a context proposes no action, or renders longer than the model's positions.
+        """
+        return self._tokenize(contexts)
+
     def _tokenize(self, contexts: Sequence[Context]) -> list[list[int]]:
         for i, context in enumerate(contexts):
             if not isinstance(context, Context):
@@ -331,6 +347,25 @@ class ProcessRewardModel:
     def _pad(self, token_ids: list[list[int]]) -> BatchEncoding:
         # Right padding whatever the tokenizer's side: positions then start at 0 in every row, as when unbatched.
         return self.tokenizer.pad({"input_ids": token_ids}, padding_side="right", return_tensors="pt")
+
+
+def position_logits(
+    model: torch.nn.Module, batch: Mapping[str, torch.Tensor], rows: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
+    """Return the one-logit head read at each (row, position) of an encoded batch, as float32 (with gradients).
+
+    One forward of a whole episode's render reads the head at the end of every action in it: by causal
+    attention, the head at a position sees exactly the tokens up to it, as :func:`head_logits` on that prefix
+    alone would (whole-episode PRM training). ``model`` is a decoder classifier :func:`shared_prefix.unsupported
+    <prm_gym.prm.shared_prefix.unsupported>` accepts, or a peft model around one.
+    """
+    classifier = sharing.decoder_classifier(model)
+    backbone = getattr(classifier, classifier.base_model_prefix)
+    device = next(model.parameters()).device
+    hidden = backbone(
+        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+    ).last_hidden_state
+    return classifier.score(hidden[rows.to(device), positions.to(device)]).squeeze(-1).float()
 
 
 def head_logits(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -112,7 +112,7 @@ def group_logits(
     (a batch of suffixes would need one per row, and copying those costs more than the suffixes' arithmetic).
     Call it under ``torch.inference_mode()`` with the model in eval mode, after ``cache.check_weights(model)``.
     """
-    classifier = _classifier(model)
+    classifier = decoder_classifier(model)
     backbone = getattr(classifier, classifier.base_model_prefix)
     pad = classifier.config.get_text_config().pad_token_id
     device = next(classifier.parameters()).device
@@ -148,7 +148,7 @@ def unsupported(model: Any) -> str | None:
     peft = sys.modules.get("peft")  # a peft model exists only once peft is imported
     if peft is not None and isinstance(model, peft.PeftModel) and model.active_peft_config.is_prompt_learning:
         return "its peft adapter is prompt learning (virtual tokens before the input)"
-    classifier = _classifier(model)
+    classifier = decoder_classifier(model)
     name = type(classifier).__name__
     config = classifier.config
     backbone = getattr(classifier, getattr(classifier, "base_model_prefix", ""), None)
@@ -209,8 +209,11 @@ def _pack_mask(ends: torch.Tensor, prefix: int, dtype: torch.dtype) -> torch.Ten
     return mask[None, None]
 
 
-def _classifier(model: Any) -> Any:
-    """Return the transformers classifier itself: ``model``, or the model inside a peft wrapper (adapters on)."""
+def decoder_classifier(model: Any) -> Any:
+    """Return the transformers classifier itself: ``model``, or the model inside a peft wrapper (adapters on).
+
+    Its backbone is ``getattr(classifier, classifier.base_model_prefix)`` and its one-logit head ``score``.
+    """
     peft = sys.modules.get("peft")  # a peft model exists only once peft is imported
     return model.get_base_model() if peft is not None and isinstance(model, peft.PeftModel) else model
 

@@ -58,6 +58,10 @@ class PRMSettings(RewardTrainingSettings):
     loss: Literal["soft_bce", "bradley_terry"] = "soft_bce"
     #: Least Q^ difference between the two actions of a preference pair ("bradley_terry").
     preference_delta: float = 0.1
+    #: "soft_bce": train on whole rollouts, one forward per episode with the head read at the end of every action
+    #: (each (state, action) weighted 1/k by its k visits; :mod:`prm_gym.prm.episode_items`), instead of one
+    #: forward per target row; needs the rollouts the targets came from. Validation stays per row.
+    whole_episodes: bool = False
 
 
 @dataclass
@@ -104,6 +108,8 @@ class TrainPRMConfig(PRMSettings, RewardModelRun):
 
     #: The targets folder (``prm-gym targets``' output_dir).
     targets: str = "runs/targets"
+    #: The rollouts folder the targets were computed from (``whole_episodes`` only).
+    rollouts: str | None = None
 
 
 @dataclass

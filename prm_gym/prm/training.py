@@ -35,9 +35,19 @@ from transformers.trainer_utils import IntervalStrategy
 
 from prm_gym.devices import resolve_device
 from prm_gym.io import atomic_directory, atomic_write_text, lock_folder
-from prm_gym.prm.model import LoraSettings, ProcessRewardModel, head_logits
+from prm_gym.prm import shared_prefix as sharing
+from prm_gym.prm.episode_items import EpisodeItem, episode_items
+from prm_gym.prm.model import LoraSettings, ProcessRewardModel, head_logits, position_logits
 from prm_gym.prm.prompt import PromptConfig
-from prm_gym.prm.targets import TARGETS_FILE, TargetRow, load_targets, load_targets_config, preference_pairs
+from prm_gym.prm.targets import (
+    TARGETS_FILE,
+    EpisodeRecord,
+    TargetRow,
+    TargetsConfig,
+    load_targets,
+    load_targets_config,
+    preference_pairs,
+)
 from prm_gym.prm.train_config import PRMSettings, RewardModelRun, TrainPRMConfig, shared_settings
 from prm_gym.training_runs import (
     RUN_CONFIG_FILE,
@@ -131,6 +141,19 @@ class _Collator:
         self.prm = prm
 
     def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if "episode" in items[0]:  # whole episodes: the head read at every listed position
+            episodes: list[EpisodeItem] = [item["episode"] for item in items]
+            batch = self.prm.tokenizer.pad({"input_ids": [e.token_ids for e in episodes]}, padding_side="right",
+                                           return_tensors="pt")  # fmt: skip
+            return {
+                "input_ids": batch["input_ids"],
+                "attention_mask": batch["attention_mask"],
+                "rows": torch.tensor([i for i, e in enumerate(episodes) for _ in e.positions]),
+                "positions": torch.tensor([p for e in episodes for p in e.positions]),
+                "labels": torch.tensor([q for e in episodes for q in e.q], dtype=torch.float32),
+                "success": torch.tensor([s for e in episodes for s in e.success], dtype=torch.float32),
+                "weights": torch.tensor([w for e in episodes for w in e.weights], dtype=torch.float32),
+            }
         if "rejected" in items[0]:  # a preference pair: the chosen contexts first, then the rejected ones
             contexts = [item["chosen"] for item in items] + [item["rejected"] for item in items]
             labels = torch.ones(len(items))
@@ -234,17 +257,32 @@ class PRMTrainer(RewardModelTrainer):
         2
     """
 
-    def __init__(self, prm: ProcessRewardModel, args: PRMConfig, rows: Sequence[TargetRow], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        prm: ProcessRewardModel,
+        args: PRMConfig,
+        rows: Sequence[TargetRow],
+        episodes: Sequence[EpisodeRecord] = (),
+        targets: TargetsConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Split ``rows`` by game into training and validation sets and set up the trainer on ``prm.model``.
 
+        With ``args.whole_episodes``, the training set is ``episodes`` (the rollouts the rows were computed from
+        with ``targets``' settings), one item per episode of the training games; validation stays per row.
+
         Raises:
-            ValueError: when there are no rows, or the Bradley-Terry loss finds no preference pair.
+            ValueError: when there are no rows, the Bradley-Terry loss finds no preference pair, or whole
+                episodes are asked without episodes, with another loss, or of a model that cannot read its head at
+                many positions of one forward.
         """
         if not rows:
             raise ValueError("No target rows to train on: compute targets from rollouts first (prm-gym targets).")
         self.prm = prm
         train_rows, valid_rows = split_by_game(rows, args.validation_fraction, args.seed)
         train_set, valid_set = _items(train_rows, args), _items(valid_rows, args)
+        if args.whole_episodes:
+            train_set = _episode_items(prm, args, train_rows, episodes, targets)
         if not train_set:
             raise ValueError(
                 f"No training items: the {args.loss} loss found none in {len(train_rows)} rows "
@@ -274,9 +312,18 @@ class PRMTrainer(RewardModelTrainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Soft BCE of the logits against Q^, or the Bradley-Terry loss of chosen over rejected logits."""
+        """Soft BCE of the logits against Q^, or the Bradley-Terry loss of chosen over rejected logits.
+
+        Whole episodes: the head read at each listed position, each term weighted (``1/k`` for k visits).
+        """
         labels = inputs.pop("labels")
         inputs.pop("success")
+        if "positions" in inputs:
+            logits = position_logits(model, inputs, inputs.pop("rows"), inputs.pop("positions"))
+            weights = inputs.pop("weights").to(logits.device)
+            terms = F.binary_cross_entropy_with_logits(logits, labels.to(logits.device), reduction="none")
+            loss = (weights * terms).sum() / weights.sum()
+            return (loss, {"logits": logits}) if return_outputs else loss
         logits = head_logits(model, inputs)
         if self.args.loss == "soft_bce":  # type: ignore[attr-defined]
             loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.device))
@@ -286,6 +333,27 @@ class PRMTrainer(RewardModelTrainer):
             loss = -F.logsigmoid(chosen - rejected).mean()
             outputs = {"logits": chosen - rejected}
         return (loss, outputs) if return_outputs else loss
+
+
+def _episode_items(
+    prm: ProcessRewardModel,
+    args: PRMConfig,
+    rows: Sequence[TargetRow],
+    episodes: Sequence[EpisodeRecord],
+    targets: TargetsConfig | None,
+) -> list[dict[str, Any]]:
+    """Return the whole-episode training items of the episodes of ``rows``' games (see ``PRMTrainer``)."""
+    if args.loss != "soft_bce":
+        raise ValueError(f"`whole_episodes` trains the soft_bce loss, not {args.loss!r}: leave one of them out.")
+    if not episodes or targets is None:
+        raise ValueError("`whole_episodes` needs the rollouts the targets were computed from (`rollouts`).")
+    reason = sharing.unsupported(prm.model)
+    if reason:
+        raise ValueError(f"`whole_episodes` reads the head at many positions of one forward, but {reason}: "
+                         "train one row at a time (whole_episodes=False).")  # fmt: skip
+    games = {row.game_file for row in rows}
+    kept = [episode for episode in episodes if episode.steps[0].context.game_file in games]
+    return [{"episode": item} for item in episode_items(kept, rows, targets, prm.token_ids)]
 
 
 def _items(rows: Sequence[TargetRow], args: PRMConfig) -> list[dict[str, Any]]:
@@ -381,15 +449,26 @@ def train_prm(config: TrainPRMConfig) -> Path:
     """
     rows = load_targets(config.targets)
     source = load_targets_config(config.targets)  # read now: a damaged file must not wait for the end of training
-    record = {
+    record: dict[str, Any] = {
         "targets": source,
         "targets_sha256": hashlib.sha256((Path(config.targets) / TARGETS_FILE).read_bytes()).hexdigest(),
     }
+    episodes: list[EpisodeRecord] = []
+    if config.whole_episodes:
+        from prm_gym.rollout.storage import EPISODES_FILE, load_episodes  # the rollouts, read only here
+
+        if config.rollouts is None:
+            raise ValueError("`whole_episodes` needs `rollouts`: the rollouts folder the targets were computed from.")
+        episodes = list(load_episodes(config.rollouts))
+        record["rollouts_sha256"] = hashlib.sha256((Path(config.rollouts) / EPISODES_FILE).read_bytes()).hexdigest()
+    targets = TargetsConfig(**source.get("targets", {}))
 
     def trainer(prm: ProcessRewardModel, arguments: dict[str, Any]) -> PRMTrainer:
-        return PRMTrainer(prm, PRMConfig(**arguments, **shared_settings(config, PRMSettings)), rows)
+        args = PRMConfig(**arguments, **shared_settings(config, PRMSettings))
+        return PRMTrainer(prm, args, rows, episodes, targets)
 
-    return fit_reward_model(config, "train_prm", record, trainer, ignored=("targets",), run="PRM training")
+    return fit_reward_model(config, "train_prm", record, trainer, ignored=("targets", "rollouts"),
+                            run="PRM training")  # fmt: skip
 
 
 def fit_reward_model(
