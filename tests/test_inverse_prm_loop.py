@@ -173,3 +173,14 @@ def test_the_shipped_cpu_config_loads():
     config = load_config(Path(__file__).parents[1] / "configs" / "inverse_prm_cpu.toml", InversePRMConfig)
     assert config.policy == "runs/agentprm-cpu/pi0/model" and config.demonstrations == "runs/demos"
     assert config.improvement.episodes == "all" and config.evaluation.split == "valid_unseen"
+
+
+def test_transitions_refuse_two_rollouts_folders_of_one_name(tmp_path, loop_demonstrations, capsys):
+    for parent in ("a", "b"):
+        assert main(["collect", "--agent", "random", "--split", "tiny", "--num-games", "1", "--repeats", "1",
+                     "--num-envs", "1", "--vectorization", "sync", "--max-episode-steps", "3",
+                     "--output-dir", str(tmp_path / parent / "rollouts")]) == 0  # fmt: skip
+    assert main(["transitions", "--demonstrations", str(loop_demonstrations), "--rollouts",
+                 str(tmp_path / "a" / "rollouts"), str(tmp_path / "b" / "rollouts"),
+                 "--output-dir", str(tmp_path / "transitions")]) == 2  # fmt: skip
+    assert "share names" in capsys.readouterr().err

@@ -278,9 +278,13 @@ def make_transitions(
         The transitions folder, and a line summarising them.
 
     Raises:
-        ValueError: when either class has no transition.
+        ValueError: when either class has no transition, or two rollouts folders have one name.
     """
-    by_source = {Path(folder).name: load_episodes(folder) for folder in rollouts}
+    names = [Path(folder).name for folder in rollouts]
+    if len(set(names)) < len(names):
+        raise ValueError(f"The rollouts folders {list(map(str, rollouts))} share names: transitions are labelled by "
+                         "their folder's name, so give each policy's rollouts a folder named its own.")  # fmt: skip
+    by_source = {name: load_episodes(folder) for name, folder in zip(names, rollouts, strict=True)}
     chosen = select_transitions(demonstrations, by_source, config)
     current = Path(rollouts[-1]).name if rollouts else None
     chosen = resample_next_actions(chosen, policy, keep_source=current, progress=progress)
