@@ -158,12 +158,10 @@ class PolicyStages:
     def improve(self, policy: str, reward_model: str, rollouts: str, i: int) -> str:
         """Return pi_i, made from ``policy`` (pi_{i-1}) and ``reward_model`` as ``improvement.method`` says.
 
-        "dpo": preference pairs at states of ``rollouts``, then DPO; "rft": Best-of-N episodes, then fine-tuning;
-        "none": ``policy`` itself (no stage runs).
+        "dpo": preference pairs at states of ``rollouts``, then DPO; "rft": Best-of-N episodes, then fine-tuning
+        (with "none" a loop stops before improving).
         """
         method, run = self.config.improvement.method, self.run
-        if method == "none":
-            return policy
         if method == "dpo":
             pairs = run.stage(f"preference pairs for pi{i}", self.preference_pairs, policy, reward_model, rollouts,
                               f"pairs-pi{i}")  # fmt: skip
