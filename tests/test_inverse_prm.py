@@ -180,3 +180,17 @@ def test_training_on_walkthroughs_against_random_play_ranks_expert_actions_first
     after = expert_vs_random_auc(prm, demos)
     print(f"expert vs random AUC: {before:.3f} -> {after:.3f}; losses {losses}")
     assert after > 0.7 and after > before + 0.15, (before, after)
+
+
+def test_validation_holds_out_games_and_reports_the_classifier_auc(episodes, tmp_path):
+    demos, random_play = episodes
+    transitions = select_transitions(demos, {"rollouts-pi0": random_play}, TransitionsConfig())
+    args = InversePRMConfig(output_dir=str(tmp_path), max_steps=2, validation_fraction=0.34, eval_strategy="steps",
+                            eval_steps=2, save_strategy="no", use_cpu=True, disable_tqdm=True)  # fmt: skip
+    trainer = InversePRMTrainer(tiny_prm(prompt_config=PROMPT), args, transitions)
+    held_out = {item["transition"].game_file for item in trainer.eval_dataset}
+    trained = {item["transition"].game_file for item in trainer.train_dataset}
+    assert len(held_out) == 1 and not held_out & trained
+    trainer.train()
+    metrics = trainer.final_metrics()
+    assert 0.0 <= metrics["eval_auc"] <= 1.0 and 0.0 <= metrics["eval_accuracy"] <= 1.0
