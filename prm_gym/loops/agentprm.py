@@ -33,7 +33,6 @@ from pathlib import Path
 from prm_gym.io import lock_folder
 from prm_gym.loops.config import AgentPRMConfig
 from prm_gym.loops.stages import NOT_COMPARED, LoopRun, PolicyStages, make_targets
-from prm_gym.report import ReportConfig, build_report
 
 __all__ = ["run_agentprm"]
 
@@ -66,8 +65,7 @@ def run_agentprm(config: AgentPRMConfig, *, progress: bool = True) -> Path:
             policy = stages.improve(policy, reward_model, rollouts, i)
             evaluations += stages.evaluate_policy(policy, f"pi{i}")
             evaluations += stages.evaluate_best_of_n(policy, f"pi{i}", reward_model, q)
-        report = build_report(ReportConfig(runs=tuple(evaluations), output_dir=str(root / "report")))
-        logger.info("Report: %s", root / "report" / report.files[0])
+        stages.report(evaluations)
     return root
 
 

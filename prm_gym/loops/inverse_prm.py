@@ -30,7 +30,6 @@ from prm_gym.io import lock_folder
 from prm_gym.loops.config import InversePRMConfig
 from prm_gym.loops.stages import NOT_COMPARED, LoopRun, PolicyStages, make_transitions
 from prm_gym.policy.sft_config import SFTConfig
-from prm_gym.report import ReportConfig, build_report
 from prm_gym.rollout.demonstrations import load_demonstrations
 
 __all__ = ["run_inverse_prm"]
@@ -67,8 +66,7 @@ def run_inverse_prm(config: InversePRMConfig, *, progress: bool = True) -> Path:
             policy = stages.improve(policy, reward_model, rollouts[-1], i)
             evaluations += stages.evaluate_policy(policy, f"pi{i}")
             evaluations += stages.evaluate_best_of_n(policy, f"pi{i}", reward_model, q)
-        report = build_report(ReportConfig(runs=tuple(evaluations), output_dir=str(root / "report")))
-        logger.info("Report: %s", root / "report" / report.files[0])
+        stages.report(evaluations)
     return root
 
 

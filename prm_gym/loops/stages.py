@@ -22,6 +22,7 @@ from prm_gym.policy.sft_config import SFTConfig
 from prm_gym.prm.inverse import TransitionsConfig, resample_next_actions, save_transitions, select_transitions
 from prm_gym.prm.target_summary import target_shares
 from prm_gym.prm.targets import TargetsConfig, compute_targets, save_targets
+from prm_gym.report import ReportConfig, build_report
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts
 from prm_gym.rollout.runner import EXECUTION_FIELDS, open_run_agent
 from prm_gym.rollout.storage import Episode, load_episodes, load_run_config
@@ -239,6 +240,11 @@ class PolicyStages:
             for n in self.config.best_of_n
             for seed in self.config.eval_seeds
         ]
+
+    def report(self, evaluations: list[str]) -> None:
+        """Put every evaluation (labelled folders) in Table 1's layout in the run's ``report/`` (prm-gym report)."""
+        report = build_report(ReportConfig(runs=tuple(evaluations), output_dir=str(self.root / "report")))
+        logger.info("Report: %s", self.root / "report" / report.files[0])
 
     def _evaluate(self, folder: str, seed: int, **agent: Any) -> str:
         """Evaluate the agent ``agent`` names on the evaluation games into ``folder``."""
