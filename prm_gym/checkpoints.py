@@ -6,8 +6,9 @@ The one loading path of :class:`~prm_gym.prm.model.ProcessRewardModel` and :clas
 anything) or a hub id. :func:`load_pretrained` calls ``from_pretrained`` on it and turns what goes wrong into
 one error that says what to do: an unreachable hub (pass a local path), or a local file that cannot be read (a
 corrupt ``config.json``, a truncated ``.safetensors`` or ``.gguf`` file: the error names it, and says to
-download it again or, for a converted GGUF in the cache, to delete that folder). :func:`token_batches` groups
-inputs by a padded-token budget.
+download it again or, for a converted GGUF in the cache, to delete that folder). A folder of LoRA adapters
+(:func:`save_adapters`: megabytes instead of the whole model) loads as its base model with the adapters merged
+in. :func:`token_batches` groups inputs by a padded-token budget.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 from prm_gym.io import atomic_directory
 
 __all__ = [
+    "ADAPTER_CONFIG",
     "default_cache_dir",
     "ensure_pad_token",
     "load_pretrained",
     "max_positions",
     "resolve_source",
+    "save_adapters",
     "token_batches",
 ]
 
@@ -45,6 +48,9 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 #: The file in a converted-GGUF cache folder that names the GGUF file it came from.
 CONVERTED_FROM = "prm_gym_gguf_source.json"
+
+#: peft's file in a folder of LoRA adapters; it names the base model the adapters apply to.
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 def default_cache_dir() -> Path:
@@ -99,12 +105,16 @@ def resolve_source(
 def load_pretrained(auto_class: Any, source: str, **kwargs: Any) -> Any:
     """Return ``auto_class.from_pretrained(source, **kwargs)``; what goes wrong is said in one line with a remedy.
 
+    A folder of LoRA adapters loads as its base model (loaded the same way) with the adapters merged in.
+
     Raises:
         OSError: when ``source`` is a hub id the hub cannot provide (offline, or no such model).
         ValueError: when ``source`` is a local directory whose files cannot be read (the message names the file
             to blame, a corrupt ``config.json`` or a damaged ``.safetensors`` file, and what to do).
         ImportError: when transformers needs a package that is not installed.
     """
+    if "Tokenizer" not in getattr(auto_class, "__name__", "") and (Path(source) / ADAPTER_CONFIG).is_file():
+        return _load_with_adapters(auto_class, Path(source), **kwargs)
     try:
         return auto_class.from_pretrained(source, **kwargs)
     except ImportError:
@@ -117,6 +127,60 @@ def load_pretrained(auto_class: Any, source: str, **kwargs: Any) -> Any:
         raise OSError(
             f"{source!r} is neither a local directory nor a .gguf file, and the Hugging Face hub could not "
             f"provide it ({err}). Pass a local model directory or a .gguf file instead."
+        ) from err
+
+
+def save_adapters(model: Any, folder: Path, base: str | os.PathLike[str]) -> None:
+    """Write the LoRA adapters of the peft ``model`` (and any fully trained head) to ``folder``, naming ``base``.
+
+    The folder holds megabytes instead of the whole model, and :func:`load_pretrained` loads it as ``base`` with
+    the adapters merged in. A local ``base`` is recorded relative to ``folder`` (it keeps working when the
+    project and its models move together; a hub id is kept as it is).
+
+    Raises:
+        FileNotFoundError: when ``base`` is a relative path that does not exist from here.
+    """
+    base_path = Path(base).expanduser()
+    if base_path.exists():
+        recorded = os.path.relpath(base_path.resolve(), Path(folder).resolve())
+    elif not Path(base).is_absolute() and _HUB_ID.fullmatch(str(base)):
+        recorded = str(base)
+    else:
+        raise FileNotFoundError(f"The adapters' base model {str(base)!r} does not exist.")
+    model.save_pretrained(folder)
+    config_file = Path(folder) / ADAPTER_CONFIG
+    adapter_config = json.loads(config_file.read_text("utf-8"))
+    config_file.write_text(json.dumps(adapter_config | {"base_model_name_or_path": recorded}, indent=2) + "\n", "utf-8")
+
+
+def _load_with_adapters(auto_class: Any, folder: Path, **kwargs: Any) -> Any:
+    """Return ``folder``'s base model (``auto_class``) with ``folder``'s LoRA adapters merged into it."""
+    from peft import PeftModel
+
+    try:
+        base = json.loads((folder / ADAPTER_CONFIG).read_text("utf-8"))["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"Cannot read the base model of the adapters in {str(folder)!r} from its {ADAPTER_CONFIG} "
+            f"({_first_line(err)}). Save the adapters again."
+        ) from err
+    local = folder / base
+    if not local.exists() and not _HUB_ID.fullmatch(str(base)):
+        raise FileNotFoundError(
+            f"The adapters in {str(folder)!r} apply to the base model {str(local)!r}, which does not exist. Put "
+            f"the base model there, or set `base_model_name_or_path` in {str(folder / ADAPTER_CONFIG)!r} to where "
+            "it is (a path relative to that folder, or a hub id)."
+        )
+    dtype = kwargs.get("dtype", torch.float32)
+    base_source = resolve_source(local if local.exists() else base, dtype=dtype if isinstance(dtype, torch.dtype)
+                                 else torch.float32)  # fmt: skip
+    model = load_pretrained(auto_class, base_source, **kwargs)
+    try:
+        return PeftModel.from_pretrained(model, folder).merge_and_unload()
+    except Exception as err:
+        raise ValueError(
+            f"Cannot apply the adapters in {str(folder)!r} to their base model {str(base)!r} ({_first_line(err)}): "
+            "they were trained on another model, or their files are damaged. Save or download them again."
         ) from err
 
 

@@ -270,3 +270,26 @@ def test_gguf_converts_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.M
     assert dequantised == [GGUF.name]  # the second load read the cached safetensors: no conversion
     assert {path: path.stat().st_mtime_ns for path in cached.iterdir()} == written  # nor a rewrite
     assert second.score(pairs) == pytest.approx(scores, abs=1e-4)
+
+
+def test_lora_adapters_saved_alone_load_onto_their_base(tmp_path: Path) -> None:
+    """`save_pretrained(lora_base=...)` writes only the adapters and the score head; loading them scores the same."""
+    peft = pytest.importorskip("peft")
+    model, tok = tiny_llama("LlamaForCausalLM", seed=1)
+    model.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    prm = ProcessRewardModel.from_pretrained(tmp_path / "base", device="cpu", dtype="fp32",
+                                             lora=LoraSettings(r=4, alpha=8, dropout=0.0))  # fmt: skip
+    with torch.no_grad():  # trained adapters and head: not their initial values, which would change nothing
+        for name, param in prm.model.named_parameters():
+            if "lora_B" in name or "score" in name:
+                param.add_(torch.randn_like(param) * 0.5)
+    scores = prm.score(contexts())
+    prm.save_pretrained(tmp_path / "q0", lora_base=tmp_path / "base")
+    assert (tmp_path / "q0" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "q0" / "model.safetensors").exists()
+    loaded = ProcessRewardModel.from_pretrained(tmp_path / "q0", device="cpu", dtype="fp32")
+    assert not isinstance(loaded.model, peft.PeftModel)
+    assert loaded.score(contexts()) == pytest.approx(scores, abs=1e-5)
+    with pytest.raises(ValueError, match="`lora_base` saves LoRA adapters, but this reward model has none"):
+        loaded.save_pretrained(tmp_path / "again", lora_base=tmp_path / "base")

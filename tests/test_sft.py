@@ -2,6 +2,9 @@
 
 import dataclasses
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -203,3 +206,40 @@ def test_cli_sft(demonstrations, base_model, tmp_path, capsys):
     assert not any("lora" in name for name, _ in merged.model.named_parameters())
     assert main(["sft", "--demonstrations", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "o")]) == 2
     assert "prm-gym: error: No episodes at" in capsys.readouterr().err
+
+
+def test_lora_saves_only_the_adapters_which_load_onto_the_base(demonstrations, base_model, tmp_path):
+    """With `lora`, the model folder is megabytes of adapters naming the base; loading merges them in."""
+    peft = pytest.importorskip("peft")
+    model_dir = train_sft(config(demonstrations, base_model, tmp_path / "run", lora=True, max_steps=4, save_steps=4))
+    assert (model_dir / "adapter_model.safetensors").is_file() and not (model_dir / "model.safetensors").exists()
+    adapters = json.loads((model_dir / "adapter_config.json").read_text())
+    adapted = {name.rsplit(".", 1)[-1] for name in adapters["target_modules"]}
+    assert adapted >= {"q_proj", "v_proj", "gate_proj", "down_proj"}  # every linear layer
+    ids = torch.tensor([[1, 5, 9, 20, 33, 7]])
+
+    def logits(model):
+        with torch.no_grad():
+            return model.float()(input_ids=ids).logits
+
+    base = HFAgent.from_pretrained(base_model, device="cpu", dtype="float32").model
+    expected = logits(peft.PeftModel.from_pretrained(base, model_dir))
+    loaded = HFAgent.from_pretrained(model_dir, device="cpu", dtype="float32").model
+    assert not any("lora" in name for name, _ in loaded.named_parameters())
+    torch.testing.assert_close(logits(loaded), expected, atol=1e-4, rtol=1e-4)
+    untrained = logits(HFAgent.from_pretrained(base_model, device="cpu", dtype="float32").model)
+    assert (expected - untrained).abs().max() > 1e-3  # the adapters were trained: they change the model
+
+    moved = tmp_path / "moved" / "a" / "run" / "model"  # the base is recorded relative to the adapters
+    recorded = adapters["base_model_name_or_path"]
+    assert not Path(recorded).is_absolute()
+    moved_base = Path(os.path.normpath(moved / recorded))
+    assert moved_base.is_relative_to(tmp_path / "moved")
+    shutil.copytree(base_model, moved_base)
+    shutil.copytree(model_dir, moved)
+    shutil.rmtree(model_dir)
+    torch.testing.assert_close(logits(HFAgent.from_pretrained(moved, dtype="float32").model), expected, atol=1e-4,
+                               rtol=1e-4)  # fmt: skip
+    shutil.rmtree(moved_base)
+    with pytest.raises(FileNotFoundError, match="apply to the base model .*which does not exist"):
+        HFAgent.from_pretrained(moved)

@@ -15,9 +15,9 @@ budget), each turn is its own example. The model's head projects only the positi
 
 Training runs on ``transformers.Trainer`` (through :class:`~prm_gym.training_runs.ResumableTrainer`), weights in
 float32 with bf16 autocast on CPUs and bf16-capable GPUs; the run folder, its checkpoints and resume are those of
-:mod:`prm_gym.training_runs`. The fine-tuned model (LoRA adapters merged) and its tokenizer are saved to
-``<output_dir>/model``, loadable by ``HFAgent.from_pretrained`` and ``prm-gym eval --agent hf --model
-<output_dir>/model``.
+:mod:`prm_gym.training_runs`. The fine-tuned model (with ``lora``, only its adapters: a few MB) and its tokenizer
+are saved to ``<output_dir>/model``, loadable by ``HFAgent.from_pretrained`` and ``prm-gym eval --agent hf
+--model <output_dir>/model``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-from prm_gym.checkpoints import ensure_pad_token, load_pretrained, max_positions, resolve_source
+from prm_gym.checkpoints import ensure_pad_token, load_pretrained, max_positions, resolve_source, save_adapters
 from prm_gym.devices import resolve_device
 from prm_gym.io import atomic_directory, atomic_write_text, lock_folder
 from prm_gym.policy.sft_config import SFTConfig
@@ -118,13 +118,20 @@ def answer_loss(
     return loss / count
 
 
-def save_policy(model: Any, tokenizer: Any, model_dir: Path, record: Mapping[str, Any]) -> None:
+def save_policy(
+    model: Any, tokenizer: Any, model_dir: Path, record: Mapping[str, Any], lora_base: str | None = None
+) -> None:
     """Save a trained policy in bf16 (half the size; policies act in bf16 on CPUs) with its tokenizer and record.
 
-    The folder appears complete or not at all: its ``training.json`` says that the run finished.
+    With ``lora_base`` (the model a peft ``model``'s adapters were trained on), only the adapters are saved:
+    megabytes, loaded as that base with the adapters merged in (:func:`prm_gym.checkpoints.save_adapters`). The
+    folder appears complete or not at all: its ``training.json`` says that the run finished.
     """
     with atomic_directory(model_dir) as folder:
-        model.to(torch.bfloat16).save_pretrained(folder)
+        if lora_base is None:
+            model.to(torch.bfloat16).save_pretrained(folder)
+        else:
+            save_adapters(model.to(torch.bfloat16), folder, lora_base)
         tokenizer.save_pretrained(folder)
         (folder / TRAINING_RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", "utf-8")
 
@@ -173,6 +180,7 @@ def train_sft(config: SFTConfig) -> Path:
     model_path = Path(config.model)
     record: dict[str, Any] = {
         "sft": dataclasses.asdict(config) | ({"model": str(model_path.resolve())} if model_path.exists() else {}),
+        **({"lora": dataclasses.asdict(LoraSettings())} if config.lora else {}),
         **demonstrations_fingerprint(config.demonstrations),
     }
     with lock_folder(config.output_dir, "fine-tuning") as output_dir:
@@ -218,8 +226,7 @@ def train_sft(config: SFTConfig) -> Path:
         trainer.train(resume_from_checkpoint=checkpoint)
         record |= {"examples": len(examples), "prompt": dataclasses.asdict(prompt),
                    "log_history": trainer.state.log_history}  # fmt: skip
-        trained: Any = model.merge_and_unload() if config.lora else model  # the trainer's model, trained in place
-        save_policy(trained, tokenizer, output_dir / "model", record)
+        save_policy(model, tokenizer, output_dir / "model", record, lora_base=config.model if config.lora else None)
         losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
         last = losses[-1] if losses else "none"
         logger.info("Fine-tuned %s (last logged training loss: %s).", output_dir / "model", last)

@@ -37,7 +37,7 @@ class SFTConfig:
     max_prompt_tokens: int = 2048
     #: Train on a seeded sample of this many examples (episodes, or turns where an episode is split; all when unset).
     max_examples: int | None = None
-    #: Train LoRA adapters instead of every weight (merged into the saved model).
+    #: Train LoRA adapters instead of every weight; only the adapters are saved (a few MB, loaded onto ``model``).
     lora: bool = False
     learning_rate: float = 2e-5
     num_train_epochs: float = 1.0

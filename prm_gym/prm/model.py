@@ -32,7 +32,14 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError("ProcessRewardModel needs the `llm` extra: pip install 'prm-gym[llm]'") from err
 
-from prm_gym.checkpoints import ensure_pad_token, load_pretrained, max_positions, resolve_source, token_batches
+from prm_gym.checkpoints import (
+    ensure_pad_token,
+    load_pretrained,
+    max_positions,
+    resolve_source,
+    save_adapters,
+    token_batches,
+)
 from prm_gym.devices import resolve_device, resolve_dtype
 from prm_gym.io import atomic_directory
 from prm_gym.prm import shared_prefix as sharing
@@ -73,8 +80,9 @@ class LoraSettings:
     alpha: int = 32
     #: Dropout on the adapters' input.
     dropout: float = 0.05
-    #: Module names to adapt (or ``"all-linear"``); ``None`` uses peft's default for the architecture.
-    target_modules: list[str] | str | None = None
+    #: Module names to adapt: every linear layer of the backbone by default (adapting the attention's
+    #: projections alone learns a new task much less well); ``None`` uses peft's default for the architecture.
+    target_modules: list[str] | str | None = "all-linear"
 
     def to_peft(self, task_type: str = "SEQ_CLS") -> LoraConfig:
         """Return the equivalent peft ``LoraConfig``: for sequence classification (PRMs) or ``"CAUSAL_LM"``."""
@@ -237,14 +245,17 @@ class ProcessRewardModel:
         """The device the model's weights are on."""
         return next(self.model.parameters()).device
 
-    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
+    def save_pretrained(self, path: str | os.PathLike[str], lora_base: str | os.PathLike[str] | None = None) -> Path:
         """Write safetensors weights, the tokenizer and :data:`SETTINGS_FILE` to ``path`` at once; return it.
 
-        LoRA adapters are merged into a copy of the weights, so the directory loads without peft. The directory
-        is written beside ``path`` and renamed into place: a reader sees the old model or the new one.
+        LoRA adapters are merged into a copy of the weights, so the directory loads without peft; or, given
+        ``lora_base`` (the model the adapters were added to, as passed to :meth:`from_pretrained`), only the
+        adapters and the score head are saved: megabytes, which :meth:`from_pretrained` loads onto that base
+        (:func:`prm_gym.checkpoints.save_adapters`). The directory is written beside ``path`` and renamed into
+        place: a reader sees the old model or the new one.
 
         Raises:
-            ValueError: when ``path`` is an existing file.
+            ValueError: when ``path`` is an existing file, or ``lora_base`` is given for a model without adapters.
         """
         path = Path(path)
         if path.is_file():
@@ -255,7 +266,9 @@ class ProcessRewardModel:
             "max_batch_tokens": self.max_batch_tokens,
             "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
         }
-        if _is_peft(model):
+        if lora_base is not None and not _is_peft(model):
+            raise ValueError("`lora_base` saves LoRA adapters, but this reward model has none.")
+        if _is_peft(model) and lora_base is None:
             lora = model.peft_config[model.active_adapter]
             settings["merged_lora"] = {
                 "r": lora.r,
@@ -264,7 +277,10 @@ class ProcessRewardModel:
             }
             model = copy.deepcopy(model).merge_and_unload()
         with atomic_directory(path) as tmp:
-            model.save_pretrained(tmp)
+            if lora_base is None:
+                model.save_pretrained(tmp)
+            else:
+                save_adapters(model, tmp, lora_base)
             self.tokenizer.save_pretrained(tmp)
             (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         return path

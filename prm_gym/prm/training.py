@@ -491,7 +491,9 @@ def fit_reward_model(
     """
     model = Path(config.model)  # a local model is recorded by its real path: another spelling is the same model
     record: dict[str, Any] = {
-        name: dataclasses.asdict(config) | ({"model": str(model.resolve())} if model.exists() else {}), **data
+        name: dataclasses.asdict(config) | ({"model": str(model.resolve())} if model.exists() else {}),
+        **({"lora": dataclasses.asdict(LoraSettings())} if config.lora else {}),
+        **data,
     }
     not_compared = {f"{name}.{field}" for field in ("output_dir", "device", "resume", *ignored)}
     command = name.replace("_", "-")
@@ -520,7 +522,7 @@ def fit_reward_model(
         trainer.train(resume_from_checkpoint=checkpoint)
         record |= {"metrics": trainer.final_metrics(), "log_history": trainer.state.log_history}
         with atomic_directory(output_dir / "model") as model_dir:
-            prm.save_pretrained(model_dir)
+            prm.save_pretrained(model_dir, lora_base=config.model if config.lora else None)
             (model_dir / TRAINING_RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", "utf-8")
         logger.info("Trained %s; %s", output_dir / "model", describe_metrics(record["metrics"]))
     return output_dir / "model"
