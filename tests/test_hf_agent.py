@@ -73,7 +73,9 @@ def test_decisions_are_admissible_and_greedy_is_deterministic(lm, mode: str) -> 
     first = agent.decide(states())
     assert [d.action in s.admissible_commands for d, s in zip(first, states(), strict=True)] == [True] * 3
     assert all(isinstance(d.logprob, float) and d.logprob < 0 for d in first)
-    assert agent.decide(states()) == first
+    again = agent.decide(states())  # the second call reads the prompts from the first one's cache: other shapes
+    assert [d.action for d in again] == [d.action for d in first]
+    assert [d.logprob for d in again] == pytest.approx([d.logprob for d in first], abs=1e-3)
     if mode == "generate":
         assert sum(agent.match_counts.values()) == 6
         assert set(agent.match_counts) <= {"exact", "normalised", "nearest"}

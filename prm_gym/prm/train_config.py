@@ -93,7 +93,8 @@ class RewardModelRun:
     output_dir: str = "runs/prm"
     #: Token budget of a rendered context (older turns are dropped to fit).
     max_prompt_tokens: int = 1024
-    #: Train LoRA adapters (and the head) instead of every weight.
+    #: Train LoRA adapters (and the head) instead of every weight; only they are saved (a few MB, loaded onto
+    #: ``model``).
     lora: bool = False
     #: "auto" (cuda, then mps, then cpu), "cpu", "cuda", ...
     device: str = "auto"
