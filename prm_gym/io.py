@@ -15,9 +15,9 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "append_jsonl",
@@ -26,14 +26,19 @@ __all__ = [
     "atomic_write_text",
     "config_differences",
     "lock_folder",
+    "read_folder_config",
     "read_json_object",
     "read_jsonl",
+    "read_rows_folder",
     "recover_directory",
     "write_parquet",
+    "write_rows_folder",
 ]
 
 #: The lock file a run holds in the folder it writes (:func:`lock_folder`).
 FOLDER_LOCK = ".lock"
+
+_Row = TypeVar("_Row")
 
 
 def _usual_permissions(path: str | os.PathLike[str], mode: int) -> None:
@@ -252,6 +257,63 @@ def append_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+#: The file of a rows folder (targets, transitions) that records what made its rows.
+FOLDER_CONFIG_FILE = "config.json"
+
+
+def write_rows_folder(
+    folder: str | os.PathLike[str], file_name: str, rows: Iterable[Mapping[str, Any]], meta: Mapping[str, Any]
+) -> Path:
+    """Write ``rows`` to ``folder/file_name`` (JSON lines), ``meta`` and prm_gym's version to its config.json.
+
+    Each file is written atomically; ``folder`` is returned. The rows of ``prm-gym targets`` and ``prm-gym
+    transitions``, read back by :func:`read_rows_folder` and :func:`read_folder_config`.
+    """
+    from prm_gym import __version__
+
+    folder = Path(folder)
+    atomic_write_text(folder / file_name, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    meta = {**meta, "prm_gym_version": __version__}
+    atomic_write_text(folder / FOLDER_CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def read_rows_folder(
+    folder: str | os.PathLike[str], file_name: str, from_dict: Callable[[dict[str, Any]], _Row], *, command: str
+) -> list[_Row]:
+    """Return the rows :func:`write_rows_folder` wrote, each made by ``from_dict``.
+
+    Raises:
+        FileNotFoundError: when the folder or its ``file_name`` does not exist (``prm-gym <command>`` writes it).
+        ValueError: when the file is empty or a row is malformed (the line is named).
+    """
+    file = Path(folder) / file_name
+    if not file.is_file():
+        raise FileNotFoundError(f"No {command} at {folder}: {file} does not exist (`prm-gym {command}` writes it).")
+    rows = []
+    for number, row in enumerate(read_jsonl(file), start=1):
+        try:
+            rows.append(from_dict(row))
+        except ValueError as error:
+            raise ValueError(f"Line {number} of {file}: {error}") from None
+    if not rows:
+        raise ValueError(f"{file} is empty.")
+    return rows
+
+
+def read_folder_config(folder: str | os.PathLike[str], *, command: str) -> dict[str, Any]:
+    """Return the :data:`FOLDER_CONFIG_FILE` of a folder :func:`write_rows_folder` wrote for ``prm-gym <command>``.
+
+    Raises:
+        FileNotFoundError: when it does not exist.
+        ValueError: when it is not a JSON object (damaged): the file is named.
+    """
+    file = Path(folder) / FOLDER_CONFIG_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"No {command} at {folder}: {file} does not exist (`prm-gym {command}` writes it).")
+    return read_json_object(file, f"Make them again with `prm-gym {command}`.")
 
 
 def write_parquet(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> Path:

@@ -73,5 +73,5 @@ def test_a_damaged_targets_config_is_refused_before_training(rollouts, tmp_path,
                        "--output-dir", str(tmp_path / "prm"))
     assert status == 2 and err == [
         f"prm-gym: error: {targets / 'config.json'} holds a JSON list, not an object: it was damaged or not written "
-        "by prm-gym. Compute the targets again with `prm-gym targets`."
+        "by prm-gym. Make them again with `prm-gym targets`."
     ]

@@ -27,7 +27,6 @@ self-contained row per transition, and ``config.json``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,8 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-import prm_gym
-from prm_gym.io import atomic_write_text, read_json_object, read_jsonl
+from prm_gym.io import read_folder_config, read_rows_folder, write_rows_folder
 from prm_gym.prm.context import Context
 from prm_gym.prm.targets import EpisodeRecord
 
@@ -57,7 +55,7 @@ __all__ = [
 ]
 
 #: Files of a transitions folder.
-TRANSITIONS_FILE, CONFIG_FILE = "transitions.jsonl", "config.json"
+TRANSITIONS_FILE = "transitions.jsonl"
 
 
 @dataclass
@@ -247,15 +245,9 @@ def save_transitions(
     """
     if not transitions:
         raise ValueError("No transitions to save.")
-    folder = Path(path)
-    atomic_write_text(
-        folder / TRANSITIONS_FILE, "".join(json.dumps(t.to_dict(), ensure_ascii=False) + "\n" for t in transitions)
-    )
     counts = {"expert": sum(t.expert for t in transitions), "policy": sum(not t.expert for t in transitions)}
-    meta = {"transitions": dataclasses.asdict(config), "counts": counts, "source": dict(source or {}),
-            "prm_gym_version": prm_gym.__version__}  # fmt: skip
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
-    return folder
+    meta = {"transitions": dataclasses.asdict(config), "counts": counts, "source": dict(source or {})}
+    return write_rows_folder(path, TRANSITIONS_FILE, (t.to_dict() for t in transitions), meta)
 
 
 def load_transitions(path: str | os.PathLike[str]) -> list[Transition]:
@@ -265,18 +257,7 @@ def load_transitions(path: str | os.PathLike[str]) -> list[Transition]:
         FileNotFoundError: when the folder or its ``transitions.jsonl`` does not exist.
         ValueError: when the file is empty or a row is malformed (the line is named).
     """
-    file = Path(path) / TRANSITIONS_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"No transitions at {path}: {file} does not exist (`prm-gym transitions` writes it).")
-    transitions = []
-    for number, row in enumerate(read_jsonl(file), start=1):
-        try:
-            transitions.append(Transition.from_dict(row))
-        except ValueError as error:
-            raise ValueError(f"Line {number} of {file}: {error}") from None
-    if not transitions:
-        raise ValueError(f"{file} is empty.")
-    return transitions
+    return read_rows_folder(path, TRANSITIONS_FILE, Transition.from_dict, command="transitions")
 
 
 def load_transitions_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -286,10 +267,7 @@ def load_transitions_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         FileNotFoundError: when it does not exist.
         ValueError: when it is not a JSON object (damaged): the file is named.
     """
-    file = Path(path) / CONFIG_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"No transitions at {path}: {file} does not exist (`prm-gym transitions` writes it).")
-    return read_json_object(file, "Make the transitions again with `prm-gym transitions`.")
+    return read_folder_config(path, command="transitions")
 
 
 def _game(episode: EpisodeRecord) -> str | None:

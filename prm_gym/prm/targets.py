@@ -25,7 +25,6 @@ commands the policy did not choose; :func:`target_steps` says which of their ste
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,8 +34,7 @@ from typing import Any, Literal, Protocol
 
 from tqdm.auto import tqdm
 
-import prm_gym
-from prm_gym.io import atomic_write_text, read_json_object, read_jsonl
+from prm_gym.io import read_folder_config, read_rows_folder, write_rows_folder
 from prm_gym.prm.context import Context
 
 logger = logging.getLogger(__name__)
@@ -57,7 +55,7 @@ __all__ = [
 ]
 
 #: Files of a targets folder.
-TARGETS_FILE, CONFIG_FILE = "targets.jsonl", "config.json"
+TARGETS_FILE = "targets.jsonl"
 #: The discount conventions: by distance to the episode's end (the paper's Eq. 1) or from its start.
 DISCOUNTS = ("to_end", "from_start")
 #: Which steps of an expert prefix are targets (:func:`target_steps`).
@@ -380,14 +378,9 @@ def save_targets(
     """
     if not targets:
         raise ValueError(f"No targets to save (min_visits={config.min_visits} may have left none).")
-    folder = Path(path)
-    atomic_write_text(
-        folder / TARGETS_FILE, "".join(json.dumps(row.to_dict(), ensure_ascii=False) + "\n" for row in targets)
-    )
     settings = {field.name: getattr(config, field.name) for field in dataclasses.fields(TargetsConfig)}
-    meta = {"targets": settings, "source": dict(source or {}), "prm_gym_version": prm_gym.__version__}
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
-    return folder
+    return write_rows_folder(path, TARGETS_FILE, (row.to_dict() for row in targets),
+                             {"targets": settings, "source": dict(source or {})})  # fmt: skip
 
 
 def load_targets(path: str | os.PathLike[str]) -> list[TargetRow]:
@@ -400,23 +393,13 @@ def load_targets(path: str | os.PathLike[str]) -> list[TargetRow]:
         FileNotFoundError: when the folder or its ``targets.jsonl`` does not exist.
         ValueError: when the file is empty or a row is malformed (the line is named).
     """
-    file = Path(path) / TARGETS_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"No targets at {path}: {file} does not exist (`prm-gym targets` writes it).")
-    rows = []
-    for number, row in enumerate(read_jsonl(file), start=1):
-        try:
-            rows.append(TargetRow.from_dict(row))
-        except ValueError as error:
-            raise ValueError(f"Line {number} of {file}: {error}") from None
-    if not rows:
-        raise ValueError(f"{file} is empty.")
+    rows = read_rows_folder(path, TARGETS_FILE, TargetRow.from_dict, command="targets")
     unknown = sum(row.wins is None for row in rows)
     if unknown:
         logger.warning(
             "%d of the %d rows of %s have no `wins`: their success label falls back to Q^ > 0.5. Recompute the "
             "targets with `prm-gym targets` for the real label (most rollouts through the row won).",
-            unknown, len(rows), file,
+            unknown, len(rows), Path(path) / TARGETS_FILE,
         )
     return rows
 
@@ -428,7 +411,4 @@ def load_targets_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         FileNotFoundError: when it does not exist.
         ValueError: when it is not a JSON object (damaged): the file is named.
     """
-    file = Path(path) / CONFIG_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"No targets at {path}: {file} does not exist (`prm-gym targets` writes it).")
-    return read_json_object(file, "Compute the targets again with `prm-gym targets`.")
+    return read_folder_config(path, command="targets")
