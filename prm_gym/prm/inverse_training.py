@@ -110,7 +110,6 @@ class InversePRMTrainer(RewardModelTrainer):
         Raises:
             ValueError: when the training transitions lack expert or policy ones.
         """
-        self.prm = prm
         train, valid = split_by_game(transitions, args.validation_fraction, args.seed)
         counts = {"expert": sum(t.expert for t in train), "policy": sum(not t.expert for t in train)}
         if not all(counts.values()):
@@ -120,14 +119,14 @@ class InversePRMTrainer(RewardModelTrainer):
                 "rollouts of the policy on the same games."
             )
         valid_set = _balanced(valid) if valid and len({t.expert for t in valid}) == 2 else []
-        if not valid_set and args.eval_strategy != "no":
-            args.eval_strategy = IntervalStrategy.NO  # held-out games without both classes: nothing to compare
         super().__init__(
-            model=prm.model,
-            args=args,
+            prm,
+            args,
+            _balanced(train),
+            valid_set,
+            no_validation=f"No validation transitions of both classes ({len(valid)} held-out transitions): training "
+            "without evaluation. Transitions from more games, or a larger validation_fraction, give a validation set.",
             data_collator=_Collator(prm),
-            train_dataset=_balanced(train),
-            eval_dataset=valid_set or None,
             compute_metrics=inverse_metrics,
             **kwargs,
         )

@@ -214,9 +214,28 @@ class RewardModelTrainer(ResumableTrainer):
     #: multi-device scaling; a per-batch mean divided by the steps is exact for equal batches.)
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """Set up ``transformers.Trainer``, with the training bar that shows the validation's progress on its line."""
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        prm: ProcessRewardModel,
+        args: TrainingArguments,
+        train_dataset: Sequence[Any],
+        eval_dataset: Sequence[Any],
+        *,
+        no_validation: str,
+        **kwargs: Any,
+    ) -> None:
+        """Set up ``transformers.Trainer`` on ``prm.model``, the training bar showing the validation's progress.
+
+        Without validation items, evaluation is switched off and ``no_validation`` (why there are none, and what
+        would give some) is logged as a warning.
+        """
+        self.prm = prm
+        if not eval_dataset and args.eval_strategy != "no":
+            logger.warning(no_validation)
+            args.eval_strategy = IntervalStrategy.NO
+        super().__init__(
+            model=prm.model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset or None, **kwargs
+        )
         if self.pop_callback(ProgressCallback) is not None:
             self.add_callback(_ProgressBar)
 
@@ -278,7 +297,6 @@ class PRMTrainer(RewardModelTrainer):
         """
         if not rows:
             raise ValueError("No target rows to train on: compute targets from rollouts first (prm-gym targets).")
-        self.prm = prm
         train_rows, valid_rows = split_by_game(rows, args.validation_fraction, args.seed)
         train_set, valid_set = _items(train_rows, args), _items(valid_rows, args)
         if args.whole_episodes:
@@ -288,19 +306,15 @@ class PRMTrainer(RewardModelTrainer):
                 f"No training items: the {args.loss} loss found none in {len(train_rows)} rows "
                 f"(preference_delta={args.preference_delta})."
             )
-        if not valid_set and args.eval_strategy != "no":
-            logger.warning(
-                "No validation items (%d held-out rows from %d games): training without evaluation. Targets from "
-                "more games, or a larger validation_fraction, give a validation set.",
-                len(valid_rows), len({row.game_file for row in rows}),
-            )
-            args.eval_strategy = IntervalStrategy.NO
         super().__init__(
-            model=prm.model,
-            args=args,
+            prm,
+            args,
+            train_set,
+            valid_set,
+            no_validation=f"No validation items ({len(valid_rows)} held-out rows from "
+            f"{len({row.game_file for row in rows})} games): training without evaluation. Targets from more games, "
+            "or a larger validation_fraction, give a validation set.",
             data_collator=_Collator(prm),
-            train_dataset=train_set,
-            eval_dataset=valid_set or None,
             compute_metrics=prm_metrics if args.loss == "soft_bce" else _pair_metrics,
             **kwargs,
         )
