@@ -49,23 +49,7 @@ def run_agentprm(config: AgentPRMConfig, *, progress: bool = True) -> Path:
     with lock_folder(config.output_dir, "AgentPRM loop") as root:
         settings, defaults = dataclasses.asdict(config), dataclasses.asdict(AgentPRMConfig())
         run = LoopRun(root, settings, ignored=NOT_COMPARED, defaults=defaults)
-        stages = _Stages(config, root, run, progress)
-        policy = run.stage("pi0", stages.pi0)
-        evaluations = stages.evaluate_policy(policy, "pi0")
-        reward_model: str | None = None
-        for i in range(1, config.iterations + 1):
-            pi, q = f"pi{i - 1}", f"q{i - 1}"
-            rollouts = run.stage(f"rollouts of {pi}", stages.rollouts, policy, f"rollouts-{pi}")
-            targets = run.stage(f"targets of {pi}", stages.targets, rollouts, f"targets-{pi}")
-            start = reward_model if config.warm_start and reward_model else config.prm.model
-            reward_model = run.stage(q, stages.prm, targets, rollouts, start, q)
-            evaluations += stages.evaluate_best_of_n(policy, pi, reward_model, q)
-            if config.improvement.method == "none":
-                break
-            policy = stages.improve(policy, reward_model, rollouts, i)
-            evaluations += stages.evaluate_policy(policy, f"pi{i}")
-            evaluations += stages.evaluate_best_of_n(policy, f"pi{i}", reward_model, q)
-        stages.report(evaluations)
+        _Stages(config, root, run, progress).run_loop()
     return root
 
 
@@ -73,6 +57,12 @@ class _Stages(PolicyStages):
     """The AgentPRM loop's own stages: Monte-Carlo targets and the PRM trained on them."""
 
     config: AgentPRMConfig
+
+    def reward_model(self, policy: str, rollouts: str, previous: str | None, i: int) -> str:
+        """Compute the rollouts' Monte-Carlo targets, then train Q_{i-1} on them (from ``previous``: warm start)."""
+        targets = self.run.stage(f"targets of pi{i - 1}", self.targets, rollouts, f"targets-pi{i - 1}")
+        start = previous if self.config.warm_start and previous else self.config.prm.model
+        return self.run.stage(f"q{i - 1}", self.prm, targets, rollouts, start, f"q{i - 1}")
 
     def targets(self, rollouts: str, folder: str) -> str:
         """Compute the rollouts' Monte-Carlo targets."""

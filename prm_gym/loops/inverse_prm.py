@@ -49,31 +49,26 @@ def run_inverse_prm(config: InversePRMConfig, *, progress: bool = True) -> Path:
     with lock_folder(config.output_dir, "InversePRM loop") as root:
         settings, defaults = dataclasses.asdict(config), dataclasses.asdict(InversePRMConfig())
         run = LoopRun(root, settings, ignored=NOT_COMPARED, defaults=defaults)
-        stages = _Stages(config, root, run, progress)
-        policy = run.stage("pi0", stages.pi0)
-        evaluations = stages.evaluate_policy(policy, "pi0")
-        reward_model: str | None = None
-        rollouts: list[str] = []
-        for i in range(1, config.iterations + 1):
-            pi, q = f"pi{i - 1}", f"iq{i - 1}"
-            rollouts.append(run.stage(f"rollouts of {pi}", stages.rollouts, policy, f"rollouts-{pi}"))
-            transitions = run.stage(f"transitions for {q}", stages.transitions, policy, rollouts, f"transitions-{q}")
-            start = reward_model if config.warm_start and reward_model else config.prm.model
-            reward_model = run.stage(q, stages.inverse_prm, transitions, start, q)
-            evaluations += stages.evaluate_best_of_n(policy, pi, reward_model, q)
-            if config.improvement.method == "none":
-                break
-            policy = stages.improve(policy, reward_model, rollouts[-1], i)
-            evaluations += stages.evaluate_policy(policy, f"pi{i}")
-            evaluations += stages.evaluate_best_of_n(policy, f"pi{i}", reward_model, q)
-        stages.report(evaluations)
+        _Stages(config, root, run, progress).run_loop()
     return root
 
 
+@dataclasses.dataclass
 class _Stages(PolicyStages):
     """The InversePRM loop's own stages: the transitions and the InversePRM trained on them."""
 
     config: InversePRMConfig
+    reward_name = "iq"
+    #: Every policy's rollouts so far: the transitions hold them all (the paper's negatives of past policies).
+    all_rollouts: list[str] = dataclasses.field(default_factory=list, init=False)
+
+    def reward_model(self, policy: str, rollouts: str, previous: str | None, i: int) -> str:
+        """Pair the demonstrations' transitions with every policy's so far, then train IQ_{i-1} on them."""
+        self.all_rollouts.append(rollouts)
+        transitions = self.run.stage(f"transitions for iq{i - 1}", self.transitions, policy, list(self.all_rollouts),
+                                     f"transitions-iq{i - 1}")  # fmt: skip
+        start = previous if self.config.warm_start and previous else self.config.prm.model
+        return self.run.stage(f"iq{i - 1}", self.inverse_prm, transitions, start, f"iq{i - 1}")
 
     def pi0_settings(self) -> SFTConfig:
         """Return pi0's fine-tuning settings: ``sft`` on the loop's demonstrations."""

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from prm_gym.evaluation import EvalConfig, evaluate
 from prm_gym.io import atomic_write_text, config_differences, read_json_object
@@ -129,14 +129,49 @@ def make_targets(
 class PolicyStages:
     """The stages both loops share: each runs one command into a folder of the run and returns what the next ones need.
 
-    pi0, the policy's rollouts, the policy improvement (:meth:`improve`) and the evaluations; a loop's own stages
-    (its reward model's data and training) are a subclass's methods.
+    pi0, the policy's rollouts, the policy improvement (:meth:`improve`) and the evaluations, in the order
+    :meth:`run_loop` runs them; a loop's own stages (its reward model's data and training) are a subclass's
+    :meth:`reward_model`.
     """
 
     config: LoopConfig
     root: Path
     run: LoopRun
     progress: bool
+
+    #: The reward model's name in stage and folder names, followed by the iteration: ``q0`` (AgentPRM's Q_0),
+    #: ``iq0`` (InversePRM's).
+    reward_name: ClassVar[str] = "q"
+
+    def run_loop(self) -> None:
+        """Run (or resume) the loop's stages in order, then the report.
+
+        pi0, then for each iteration i: pi_{i-1}'s rollouts -> the reward model Q_{i-1} (:meth:`reward_model`)
+        -> Best-of-N(pi_{i-1}, Q_{i-1}) evaluated -> pi_i (:meth:`improve`) -> pi_i and Best-of-N(pi_i, Q_{i-1})
+        evaluated.
+        """
+        policy = self.run.stage("pi0", self.pi0)
+        evaluations = self.evaluate_policy(policy, "pi0")
+        reward_model: str | None = None
+        for i in range(1, self.config.iterations + 1):
+            pi, q = f"pi{i - 1}", f"{self.reward_name}{i - 1}"
+            rollouts = self.run.stage(f"rollouts of {pi}", self.rollouts, policy, f"rollouts-{pi}")
+            reward_model = self.reward_model(policy, rollouts, reward_model, i)
+            evaluations += self.evaluate_best_of_n(policy, pi, reward_model, q)
+            if self.config.improvement.method == "none":
+                break
+            policy = self.improve(policy, reward_model, rollouts, i)
+            evaluations += self.evaluate_policy(policy, f"pi{i}")
+            evaluations += self.evaluate_best_of_n(policy, f"pi{i}", reward_model, q)
+        self.report(evaluations)
+
+    def reward_model(self, policy: str, rollouts: str, previous: str | None, i: int) -> str:
+        """Run the stages that train iteration ``i``'s reward model on ``policy``'s ``rollouts``; return it.
+
+        ``previous`` is the last iteration's reward model (``None`` in the first), to start from with
+        ``warm_start``. Each loop defines it.
+        """
+        raise NotImplementedError
 
     def pi0(self) -> str:
         """Return pi0: the given policy, or the fine-tuning of ``sft.model`` on the demonstrations."""
