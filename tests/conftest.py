@@ -102,3 +102,66 @@ def loop_demonstrations(tmp_path_factory):
     assert main(["collect", "--agent", "walkthrough", "--split", "tiny", "--num-games", "2", "--repeats", "1",
                  "--num-envs", "1", "--vectorization", "sync", "--output-dir", str(folder)]) == 0  # fmt: skip
     return folder
+
+
+#: The miniature loop of the loop tests (tests/test_agentprm.py, tests/test_inverse_prm_loop.py): 2 tiny games,
+#: short episodes, 2 optimiser steps per training. :func:`write_miniature_loop` adds each loop's own settings.
+MINIATURE_LOOP = """
+iterations = 1
+device = "cpu"
+best_of_n = [2]
+eval_seeds = [0]
+
+[hf.prompt]
+max_prompt_tokens = 512
+
+[sft]
+model = "{policy}"
+max_steps = 2
+save_steps = 2
+max_prompt_tokens = 512
+
+[rollouts]
+split = "tiny"
+num_games = 2
+repeats = 2
+expert_prefix_share = 0.5
+num_envs = 2
+vectorization = "sync"
+max_episode_steps = 6
+
+[prm]
+model = "{prm}"
+max_steps = 2
+save_steps = 2
+validation_fraction = 0.0
+max_prompt_tokens = 512
+
+[improvement]
+n = 2
+
+[improvement.sft]
+max_steps = 2
+save_steps = 2
+max_prompt_tokens = 512
+
+[evaluation]
+split = "tiny"
+num_games = 2
+num_envs = 2
+max_episode_steps = 6
+"""
+
+
+def write_miniature_loop(path: Path, loop_models: Path, *, top: str = "", tables: dict[str, str] | None = None) -> Path:
+    """Write :data:`MINIATURE_LOOP` on ``loop_models`` to ``path``, with a loop's own settings; return ``path``.
+
+    ``top`` (top-level keys) goes first; ``tables[name]`` (TOML lines) goes into the table ``[name]``, a new one
+    at the end when the miniature loop has none.
+    """
+    text = top + MINIATURE_LOOP.format(policy=loop_models / "policy", prm=loop_models / "prm")
+    for name, lines in (tables or {}).items():
+        header = f"[{name}]\n"
+        text = text.replace(header, header + lines) if header in text else f"{text}\n{header}{lines}"
+    path.write_text(text, "utf-8")
+    return path

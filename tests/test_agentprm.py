@@ -7,6 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import write_miniature_loop  # noqa: E402
+
 from prm_gym.cli import main  # noqa: E402
 from prm_gym.loops import AgentPRMConfig, ImprovementConfig  # noqa: E402
 from prm_gym.loops import agentprm as loop  # noqa: E402
@@ -14,69 +16,13 @@ from prm_gym.loops.stages import LOOP_FILE  # noqa: E402
 from prm_gym.policy.dpo_config import DPOSettings  # noqa: E402
 from prm_gym.rollout import load_episodes  # noqa: E402
 
-#: A miniature run: 2 tiny games, short episodes, 2 optimiser steps per training.
-SETTINGS = """
-iterations = 1
-device = "cpu"
-best_of_n = [2]
-eval_seeds = [0]
-
-[hf.prompt]
-max_prompt_tokens = 512
-
-[sft]
-max_steps = 2
-save_steps = 2
-max_prompt_tokens = 512
-
-[rollouts]
-split = "tiny"
-num_games = 2
-repeats = 2
-expert_prefix_share = 0.5
-num_envs = 2
-vectorization = "sync"
-max_episode_steps = 6
-
-[prm]
-max_steps = 2
-save_steps = 2
-validation_fraction = 0.0
-max_prompt_tokens = 512
-whole_episodes = true
-
-[improvement]
-n = 2
-
-[improvement.rollouts]
-split = "tiny"
-num_games = 2
-repeats = 2
-expert_prefix_share = 1.0
-num_envs = 2
-vectorization = "sync"
-max_episode_steps = 6
-
-[improvement.sft]
-max_steps = 2
-save_steps = 2
-max_prompt_tokens = 512
-
-[evaluation]
-split = "tiny"
-num_games = 2
-num_envs = 2
-max_episode_steps = 6
-"""
-
 
 def write_settings(tmp_path, loop_models, loop_demonstrations):
-    path = tmp_path / "run.toml"
-    model = loop_models / "policy"
-    text = SETTINGS.replace("[sft]\n", f'[sft]\ndemonstrations = "{loop_demonstrations}"\nmodel = "{model}"\n')
-    text = text.replace("[prm]\n", f'[prm]\nmodel = "{loop_models / "prm"}"\n')
-    path.write_text(text, "utf-8")
-    return path
+    rollouts = 'split = "tiny"\nnum_games = 2\nrepeats = 2\nexpert_prefix_share = 1.0\nnum_envs = 2\n' \
+               'vectorization = "sync"\nmax_episode_steps = 6\n'
+    return write_miniature_loop(tmp_path / "run.toml", loop_models, tables={
+        "sft": f'demonstrations = "{loop_demonstrations}"\n', "prm": "whole_episodes = true\n",
+        "improvement.rollouts": rollouts})  # fmt: skip
 
 
 def test_the_loop_runs_every_stage_and_a_rerun_does_nothing_again(
