@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prm_gym.training_schedule import TrainingSchedule
+
 __all__ = ["DPOSettings"]
 
 
 @dataclass
-class DPOSettings:
+class DPOSettings(TrainingSchedule):
     """How preference pairs are drawn (the policy's samples, ranked by the PRM) and how DPO trains on them.
 
     The optimiser settings are TRL's ``DPOConfig``'s (same names and meanings).
@@ -27,16 +29,6 @@ class DPOSettings:
     #: DPO's beta: the strength of the KL anchor to the reference policy (pi_{i-1}).
     beta: float = 0.1
     learning_rate: float = 1e-6
-    num_train_epochs: float = 1.0
-    #: Stop after this many optimiser steps (-1: run the epochs).
-    max_steps: int = -1
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    logging_steps: float = 10
-    #: Write a checkpoint every this many optimiser steps, and at the end; an interrupted run resumes from it.
-    save_steps: float = 100
-    save_total_limit: int | None = 1
-    seed: int = 0
 
     def __post_init__(self) -> None:
         """Check the counts, naming the bad value."""

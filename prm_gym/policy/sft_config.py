@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prm_gym.training_schedule import TrainingSchedule
+
 __all__ = ["SFTConfig"]
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(TrainingSchedule):
     """Fine-tune a causal LM on demonstrations (a demonstrations file, or an episodes folder's won episodes).
 
     The optimiser settings are ``TrainingArguments``' (same names and meanings); the defaults suit full
@@ -40,20 +42,8 @@ class SFTConfig:
     #: Train LoRA adapters instead of every weight; only the adapters are saved (a few MB, loaded onto ``model``).
     lora: bool = False
     learning_rate: float = 2e-5
-    num_train_epochs: float = 1.0
-    #: Stop after this many optimiser steps (-1: run the epochs).
-    max_steps: int = -1
     #: Examples (whole episodes, most of them) per optimiser step and device.
     per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    #: Log the training loss every this many optimiser steps (below 1: that fraction of the run's steps).
-    logging_steps: float = 10
-    #: Write a checkpoint every this many optimiser steps (below 1: that fraction of the run's steps), and at the
-    #: end; an interrupted run resumes from the last one.
-    save_steps: float = 100
-    #: Keep at most this many checkpoints.
-    save_total_limit: int | None = 1
-    seed: int = 0
     #: "auto" (cuda, then mps, then cpu), "cpu", "cuda", ...
     device: str = "auto"
     #: Continue from the last complete checkpoint in output_dir (its config must match); --no-resume starts over.

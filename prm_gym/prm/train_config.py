@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from prm_gym.training_schedule import TrainingSchedule
+
 __all__ = [
     "InversePRMSettings",
     "PRMSettings",
@@ -25,29 +27,16 @@ __all__ = [
 
 
 @dataclass
-class RewardTrainingSettings:
-    """How a reward model is trained: the validation split, the optimiser steps and the checkpoints.
+class RewardTrainingSettings(TrainingSchedule):
+    """How a reward model is trained: the validation split, and the optimiser steps and checkpoints.
 
     Names and meanings are ``TrainingArguments``' where it has them; the defaults suit small PRM runs.
     """
 
     #: Fraction of the games held out for validation (0 trains on everything).
     validation_fraction: float = 0.1
-    learning_rate: float = 1e-5
-    num_train_epochs: float = 1.0
-    #: Stop after this many optimiser steps (-1: run the epochs).
-    max_steps: int = -1
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    #: Log the training loss every this many optimiser steps (below 1: that fraction of the run's steps).
-    logging_steps: float = 10
-    #: Write a checkpoint (weights, optimiser, scheduler, random states) every this many optimiser steps (below 1:
-    #: that fraction of the run's steps), and at the end; an interrupted run resumes from the last one.
-    save_steps: float = 100
-    #: Keep at most this many checkpoints (the older ones are deleted once a newer one is complete).
-    save_total_limit: int | None = 1
-    seed: int = 0
 
 
 @dataclass
