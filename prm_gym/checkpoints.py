@@ -138,7 +138,7 @@ def save_adapters(model: Any, folder: Path, base: str | os.PathLike[str]) -> Non
     project and its models move together; a hub id is kept as it is).
 
     Raises:
-        FileNotFoundError: when ``base`` is a relative path that does not exist from here.
+        FileNotFoundError: when ``base`` is neither an existing path nor a hub id.
     """
     base_path = Path(base).expanduser()
     if base_path.exists():
@@ -171,9 +171,7 @@ def _load_with_adapters(auto_class: Any, folder: Path, **kwargs: Any) -> Any:
             f"the base model there, or set `base_model_name_or_path` in {str(folder / ADAPTER_CONFIG)!r} to where "
             "it is (a path relative to that folder, or a hub id)."
         )
-    dtype = kwargs.get("dtype", torch.float32)
-    base_source = resolve_source(local if local.exists() else base, dtype=dtype if isinstance(dtype, torch.dtype)
-                                 else torch.float32)  # fmt: skip
+    base_source = resolve_source(local if local.exists() else base, dtype=kwargs.get("dtype", torch.float32))
     model = load_pretrained(auto_class, base_source, **kwargs)
     try:
         return PeftModel.from_pretrained(model, folder).merge_and_unload()
