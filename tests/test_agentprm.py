@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import pytest
 
@@ -12,7 +13,7 @@ from conftest import write_miniature_loop  # noqa: E402
 from prm_gym.cli import main  # noqa: E402
 from prm_gym.loops import AgentPRMConfig, ImprovementConfig  # noqa: E402
 from prm_gym.loops import agentprm as loop  # noqa: E402
-from prm_gym.loops.stages import LOOP_FILE  # noqa: E402
+from prm_gym.loops.stages import LOOP_FILE, in_own_process  # noqa: E402
 from prm_gym.policy.dpo_config import DPOSettings  # noqa: E402
 from prm_gym.rollout import load_episodes  # noqa: E402
 
@@ -131,6 +132,12 @@ def test_a_crashed_loop_resumes_at_its_first_unfinished_stage(
     loaded.targets.gamma = 0.5
     with pytest.raises(ValueError, match=r"other settings \(targets.gamma: 0.95 there, 0.5 here\)"):
         loop.run_agentprm(loaded, progress=False)
+
+
+def test_training_stages_run_in_a_process_of_their_own_that_reports_a_kill():
+    assert in_own_process(os.getpid) != str(os.getpid())  # its memory goes back to the system when it ends
+    with pytest.raises(RuntimeError, match="ended without finishing.*Rerun the same command"):
+        in_own_process(os._exit, 9)  # as if killed for lack of memory
 
 
 def test_bad_settings_are_one_clear_error(tmp_path, capsys):

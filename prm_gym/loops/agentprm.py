@@ -32,7 +32,7 @@ from pathlib import Path
 
 from prm_gym.io import lock_folder
 from prm_gym.loops.config import AgentPRMConfig
-from prm_gym.loops.stages import NOT_COMPARED, LoopRun, PolicyStages, make_targets
+from prm_gym.loops.stages import NOT_COMPARED, LoopRun, PolicyStages, in_own_process, make_targets
 
 __all__ = ["run_agentprm"]
 
@@ -77,4 +77,4 @@ class _Stages(PolicyStages):
 
         settings = dataclasses.replace(self.config.prm, targets=targets, rollouts=rollouts, model=start,
                                        output_dir=str(self.root / folder), device=self.config.device)  # fmt: skip
-        return str(train_prm(settings))
+        return in_own_process(train_prm, settings)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from prm_gym.io import lock_folder
 from prm_gym.loops.config import InversePRMConfig
-from prm_gym.loops.stages import NOT_COMPARED, LoopRun, PolicyStages, make_transitions
+from prm_gym.loops.stages import NOT_COMPARED, LoopRun, PolicyStages, in_own_process, make_transitions
 from prm_gym.policy.sft_config import SFTConfig
 from prm_gym.rollout.demonstrations import load_demonstrations
 
@@ -96,4 +96,4 @@ class _Stages(PolicyStages):
 
         settings = dataclasses.replace(self.config.prm, transitions=transitions, model=start,
                                        output_dir=str(self.root / folder), device=self.config.device)  # fmt: skip
-        return str(train_inverse_prm(settings))
+        return in_own_process(train_inverse_prm, settings)

@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import multiprocessing
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -30,7 +33,7 @@ from prm_gym.rollout.storage import Episode, load_episodes, load_run_config
 if TYPE_CHECKING:
     from prm_gym.agents.base import Agent
 
-__all__ = ["LOOP_FILE", "NOT_COMPARED", "LoopRun", "PolicyStages", "make_targets", "make_transitions"]
+__all__ = ["LOOP_FILE", "NOT_COMPARED", "LoopRun", "PolicyStages", "in_own_process", "make_targets", "make_transitions"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +105,35 @@ class LoopRun:
         record = {"settings": self.settings, "finished": self.finished}
         atomic_write_text(self.folder / LOOP_FILE, json.dumps(record, indent=2, default=str) + "\n")
         return result
+
+
+def in_own_process(train: Callable[..., Path], *args: Any, **kwargs: Any) -> str:
+    """Run a training stage, ``train(*args, **kwargs)``, in a process of its own; return the folder it made.
+
+    Training holds gigabytes (the optimiser's state, activations, the allocator's caches) that a Python process
+    does not give back to the system when it is done: in the loop's own process, the hours of evaluation after it
+    would keep them (a 15.8 GB loop was once killed for memory that way). A fresh process ("spawn": none of this
+    one's memory or threads) gives everything back when it ends. It logs as this one does, to the same stderr.
+
+    Raises:
+        RuntimeError: the process ended without an answer (killed, for example by the system for lack of memory).
+        Exception: the stage's own error, as ``train`` raised it.
+    """
+    level = logging.getLogger().getEffectiveLevel()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_log_messages, initargs=(level,)) as pool:
+        try:
+            return str(pool.submit(train, *args, **kwargs).result())
+        except BrokenProcessPool:
+            raise RuntimeError(
+                f"The process running {train.__name__} ended without finishing (killed: for lack of memory, say). "
+                "Rerun the same command: the stage resumes from its last checkpoint."
+            ) from None
+
+
+def _log_messages(level: int) -> None:
+    """Set a training process's log messages up as ``prm-gym``'s: plain messages from ``level`` on."""
+    logging.basicConfig(level=level, format="%(message)s")
 
 
 def make_targets(
@@ -179,7 +211,7 @@ class PolicyStages:
             return self.config.policy
         from prm_gym.policy.sft import train_sft  # torch: only for this stage
 
-        return str(train_sft(self.pi0_settings()))
+        return in_own_process(train_sft, self.pi0_settings())
 
     def pi0_settings(self) -> SFTConfig:
         """Return pi0's fine-tuning settings: ``sft``, writing to the run's ``pi0/``."""
@@ -227,7 +259,7 @@ class PolicyStages:
         sft = dataclasses.replace(self.config.improvement.sft, model=policy, demonstrations=episodes,
                                   won_only=self.config.improvement.episodes == "won",
                                   output_dir=str(self.root / folder), device=self.config.device)  # fmt: skip
-        return str(train_sft(sft))
+        return in_own_process(train_sft, sft)
 
     def preference_pairs(self, policy: str, reward_model: str, rollouts: str, folder: str) -> str:
         """Pair, at states of ``rollouts``, the policy's sampled actions that the PRM tells apart (DPO's data)."""
@@ -251,7 +283,7 @@ class PolicyStages:
         from prm_gym.policy.dpo import train_dpo  # torch and TRL: only for this stage
 
         settings, prompt = self.config.improvement.dpo, self.config.hf.prompt
-        return str(train_dpo(policy, pairs, self.root / folder, settings, prompt, device=self.config.device))
+        return in_own_process(train_dpo, policy, pairs, self.root / folder, settings, prompt, device=self.config.device)
 
     def evaluate_policy(self, policy: str, name: str) -> list[str]:
         """Evaluate ``policy`` (the loop's ``hf`` settings) once per evaluation seed; greedy, once (it repeats itself).
