@@ -14,6 +14,7 @@ Usage::
     prm-gym eval --agent best-of-n --reward-model runs/prm/model --split valid_unseen --num-envs 8
     prm-gym eval --agent openai --openai.base-url http://127.0.0.1:8080/v1 --split valid_unseen --num-envs 8
     prm-gym report runs/eval-* --paper --output-dir runs/report
+    prm-gym audit-prm runs/eval-pi0=pi0 runs/eval-bon8=BoN8 --reward-models runs/prm/model=Q0
     prm-gym agentprm --config run.toml
     prm-gym transitions --demonstrations runs/demos --rollouts runs/rollouts --output-dir runs/transitions
     prm-gym train-inverse-prm --transitions runs/transitions --output-dir runs/inverse-prm
@@ -48,6 +49,7 @@ from prm_gym.io import read_jsonl, write_parquet
 from prm_gym.loops.config import AgentPRMConfig, InversePRMConfig
 from prm_gym.loops.stages import make_targets, make_transitions
 from prm_gym.policy.sft_config import SFTConfig
+from prm_gym.prm.audit import AUDIT_FILES, AuditConfig, audit_prms
 from prm_gym.prm.inverse import TransitionsConfig
 from prm_gym.prm.targets import TARGETS_FILE, TargetsConfig
 from prm_gym.prm.train_config import TrainInversePRMConfig, TrainPRMConfig
@@ -238,6 +240,13 @@ def run_report(config: ReportConfig) -> None:
     print(f"Wrote {config.output_dir}: {', '.join(report.files)}")
 
 
+def run_audit(config: AuditConfig) -> None:
+    """Score played episodes' actions with reward models beside what followed them; print the table."""
+    audit_prms(config)
+    print((Path(config.output_dir) / AUDIT_FILES[0]).read_text("utf-8"), end="")
+    print(f"Wrote {config.output_dir}: {', '.join(AUDIT_FILES)}")
+
+
 @dataclass
 class TransitionsCommand(TransitionsConfig):
     """Pair demonstrations' transitions with a policy's (InversePRM's data), each with the policy's next action."""
@@ -345,6 +354,7 @@ _COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "demonstrations": (DemonstrationsConfig, run_demonstrations),
     "sft": (SFTConfig, run_sft),
     "report": (ReportConfig, run_report),
+    "audit-prm": (AuditConfig, run_audit),
     "agentprm": (AgentPRMCommand, run_agentprm),
     "transitions": (TransitionsCommand, run_transitions),
     "train-inverse-prm": (TrainInversePRMConfig, run_train_inverse_prm),

@@ -41,6 +41,7 @@ __all__ = [
     "plot_success",
     "plot_success_rows",
     "plot_success_vs_n",
+    "png_bytes",
 ]
 
 #: Table 1's column order.
@@ -191,7 +192,7 @@ def plot_success_rows(
     axes.set_title(title, fontsize=10)
     if len(rows) > 1:
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def plot_success_vs_n(lines: Mapping[str, Sequence[tuple[int, float, float]]], title: str = "") -> bytes:
@@ -219,10 +220,11 @@ def plot_success_vs_n(lines: Mapping[str, Sequence[tuple[int, float, float]]], t
     axes.set_ylim(0, 105)
     axes.set_title(title, fontsize=10)
     axes.legend(fontsize=7)
-    return _png(figure)
+    return png_bytes(figure)
 
 
-def _png(figure: Figure) -> bytes:
+def png_bytes(figure: Figure) -> bytes:
+    """Return a matplotlib figure drawn as PNG bytes (the charts' one way out)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()

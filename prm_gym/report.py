@@ -36,7 +36,17 @@ from prm_gym.io import atomic_write_bytes, atomic_write_text
 from prm_gym.rollout.runner import EXECUTION_FIELDS, RunConfig
 from prm_gym.rollout.storage import game_key, load_episodes, load_run_config
 
-__all__ = ["PAPER_TABLE_1", "SEED_FIELDS", "EvalRun", "Report", "ReportConfig", "ReportRow", "build_report", "load_run"]
+__all__ = [
+    "PAPER_TABLE_1",
+    "SEED_FIELDS",
+    "EvalRun",
+    "Report",
+    "ReportConfig",
+    "ReportRow",
+    "build_report",
+    "folder_and_label",
+    "load_run",
+]
 
 #: Settings that only seed a run: runs that differ in nothing else are one row, averaged over them.
 SEED_FIELDS = ("seed", "openai.seed")
@@ -211,7 +221,7 @@ def build_report(config: ReportConfig) -> Report:
     """
     if not config.runs:
         raise ValueError("Give at least one evaluation folder (`prm-gym eval --output-dir DIR`) to report.")
-    runs = [load_run(*_folder_and_label(spec)) for spec in config.runs]
+    runs = [load_run(*folder_and_label(spec)) for spec in config.runs]
     rows = _rows(runs)
     if config.paper:
         rows += [ReportRow(f"{name} (paper)", ({"All": {"success": value}},)) for name, value in PAPER_TABLE_1.items()]
@@ -264,7 +274,7 @@ def load_run(folder: str | Path, label: str | None = None) -> EvalRun:
     )
 
 
-def _folder_and_label(spec: str) -> tuple[str, str | None]:
+def folder_and_label(spec: str) -> tuple[str, str | None]:
     """Split ``FOLDER=label`` (a folder whose own name holds "=" is taken whole)."""
     if "=" not in spec or Path(spec).is_dir():
         return spec, None

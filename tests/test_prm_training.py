@@ -524,11 +524,11 @@ def test_auc_is_none_with_a_warning_when_validation_holds_one_class(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="prm_gym"):
         metrics = prm_metrics(EvalPrediction(np.array([0.5, -1.0, 2.0]), (q, np.zeros(3))))
     assert metrics["auc"] is None and math.isfinite(metrics["accuracy"]) and math.isfinite(metrics["ece"])
-    assert "AUC undefined (reported as None): all 3 validation actions did not lead to success" in caplog.text
+    assert "AUC undefined (reported as None): all 3 actions scored did not lead to success" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="prm_gym"):
         assert prm_metrics(EvalPrediction(np.zeros(2), (np.ones(2), np.ones(2))))["auc"] is None
-    assert "all 2 validation actions led to success" in caplog.text
+    assert "all 2 actions scored led to success" in caplog.text
 
     # Through the trainer: None in the metrics and in the log history, not NaN.
     state = Context("task", observation="You are in a room.")

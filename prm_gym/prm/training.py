@@ -66,8 +66,10 @@ __all__ = [
     "RewardModelTrainer",
     "TrainPRMConfig",
     "auc",
+    "calibration_error",
     "fit_reward_model",
     "prm_metrics",
+    "score_metrics",
     "split_by_game",
     "train_prm",
 ]
@@ -378,11 +380,9 @@ def _items(rows: Sequence[TargetRow], args: PRMConfig) -> list[dict[str, Any]]:
 
 
 def prm_metrics(prediction: EvalPrediction) -> dict[str, float | None]:
-    """Accuracy at 0.5 and expected calibration error against Q^, and the AUC of predicting success, from logits.
+    """Return the Trainer's validation metrics from its logits: :func:`score_metrics` of their sigmoid.
 
-    The label ids are (Q^, success) per row; success is :attr:`TargetRow.success` (most rollouts through the row
-    were won), so the AUC says how well the scores rank winning actions above the others. When the rows hold one
-    class only, the AUC is undefined: it is ``None`` (``null`` in JSON files), with a warning saying why.
+    The label ids are (Q^, success) per row.
 
     Example:
         >>> logits = np.array([2.0, -1.0, 0.5, -3.0])
@@ -391,21 +391,37 @@ def prm_metrics(prediction: EvalPrediction) -> dict[str, float | None]:
         {'accuracy': 0.75, 'auc': 1.0, 'ece': 0.091}
     """
     logits = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1)
-    q, success = (np.asarray(x, dtype=np.float64).reshape(-1) for x in prediction.label_ids)
-    probabilities = 1.0 / (1.0 + np.exp(-logits))
+    q, success = (np.asarray(x, dtype=np.float64) for x in prediction.label_ids)  # (Q^, success) per row
+    return score_metrics(1.0 / (1.0 + np.exp(-logits)), q, success)
+
+
+def score_metrics(probabilities: Any, q: Any, success: Any) -> dict[str, float | None]:
+    """Accuracy at 0.5 and expected calibration error against Q^, and the AUC of predicting success.
+
+    ``probabilities`` are the PRM's Q(s, a) per row; ``success`` is :attr:`TargetRow.success` (most rollouts
+    through the row were won), so the AUC says how well the scores rank winning actions above the others. When
+    the rows hold one class only, the AUC is undefined: it is ``None`` (``null`` in JSON files), with a warning
+    saying why.
+
+    Example:
+        >>> p, q, success = np.array([0.9, 0.2, 0.6, 0.05]), np.array([0.9, 0.2, 0.4, 0.1]), np.array([1, 0, 0, 0])
+        >>> {k: round(v, 3) for k, v in score_metrics(p, q, success).items()}
+        {'accuracy': 0.75, 'auc': 1.0, 'ece': 0.062}
+    """
+    probabilities, q, success = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (probabilities, q, success))
     positive = success > 0.5
     area = auc(probabilities, positive)
     if area is None:
         which = "led to success" if positive.all() else "did not lead to success"
         logger.warning(
-            "AUC undefined (reported as None): all %d validation actions %s (most of their rollouts %s), so there "
-            "is nothing to rank. Hold out more games (validation_fraction) or collect more episodes.",
+            "AUC undefined (reported as None): all %d actions scored %s (most of their rollouts %s), so there is "
+            "nothing to rank. More games (a larger validation_fraction) or more episodes give both kinds.",
             len(positive), which, "won" if positive.all() else "lost",
         )
     return {
         "accuracy": float(np.mean((probabilities > 0.5) == (q > 0.5))),
         "auc": area,
-        "ece": _calibration_error(probabilities, q),
+        "ece": calibration_error(probabilities, q),
     }
 
 
@@ -430,7 +446,7 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
 
 
-def _calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = 10) -> float:
+def calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = 10) -> float:
     """Return the expected calibration error: the row-weighted mean |mean prediction - mean Q^| per bin."""
     which = np.minimum((probabilities * bins).astype(int), bins - 1)
     error = 0.0
