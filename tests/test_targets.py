@@ -105,6 +105,19 @@ def test_min_visits_drops_rare_pairs():
     assert [(row.context.action, row.visits) for row in rows] == [("go a", 2)]
 
 
+def in_game(episode, game):
+    steps = [dataclasses.replace(s, context=dataclasses.replace(s.context, game_file=game)) for s in episode.steps]
+    return dataclasses.replace(episode, steps=tuple(steps))
+
+
+def test_num_games_keeps_the_rollouts_of_the_first_games_only():
+    rollouts = [in_game(WON, "g1"), in_game(LOST, "g2"), in_game(LOST, "g1")]
+    rows = compute_targets(rollouts, TargetsConfig(gamma=0.5, num_games=1))
+    assert {row.game_file for row in rows} == {"g1"}
+    assert by_action_and_turn(rows) == by_action_and_turn(compute_targets([WON, LOST], HALF))  # g1's two rollouts
+    assert len(compute_targets(rollouts, TargetsConfig(num_games=5))) == len(compute_targets(rollouts))
+
+
 def test_preference_pairs_compare_actions_at_one_state():
     rows = compute_targets([WON, LOST], HALF)  # at "room A": take x 0.75, take y 0.375
     pairs = preference_pairs(rows, delta=0.3)
@@ -128,6 +141,7 @@ def test_preference_pairs_reject_bad_delta(delta):
         ({"discount": "backwards"}, "`discount` should be one of"),
         ({"win_outcome": 0.0, "loss_outcome": 0.0}, "`win_outcome` should be greater"),
         ({"min_visits": 0}, "`min_visits` should be at least 1"),
+        ({"num_games": 0}, "`num_games` should be at least 1"),
     ],
 )
 def test_bad_config_is_named(kwargs, message):

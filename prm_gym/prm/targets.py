@@ -45,6 +45,7 @@ __all__ = [
     "TargetRow",
     "TargetsConfig",
     "compute_targets",
+    "first_games",
     "load_targets",
     "normalised_q",
     "preference_pairs",
@@ -80,13 +81,16 @@ class TargetsConfig:
     #: Steps of an expert prefix (rollouts that start along the walkthrough) that are targets: "last" (the one
     #: pi0 plays on from: its return samples Q^pi0), "all" or "none" (see :func:`target_steps`).
     expert_steps: Literal["last", "all", "none"] = "last"
+    #: Use only the rollouts of the first this many games (in the rollouts' order); None: all of them. A smaller
+    #: training set from the same rollouts: the paper's PRM trained on few vs many rollouts.
+    num_games: int | None = None
 
     def __post_init__(self) -> None:
         """Check the settings.
 
         Raises:
             ValueError: on a gamma outside [0, 1], an unknown discount or expert_steps, outcomes with
-                win <= loss, or min_visits < 1.
+                win <= loss, min_visits < 1, or num_games < 1.
         """
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"`gamma` should be in the interval [0, 1]. Received {self.gamma}.")
@@ -99,6 +103,8 @@ class TargetsConfig:
             )
         if self.min_visits < 1:
             raise ValueError(f"`min_visits` should be at least 1. Received {self.min_visits}.")
+        if self.num_games is not None and self.num_games < 1:
+            raise ValueError(f"`num_games` should be at least 1 (or None: all games). Received {self.num_games}.")
         if self.expert_steps not in EXPERT_STEPS:
             raise ValueError(f"`expert_steps` should be one of {EXPERT_STEPS}. Received {self.expert_steps!r}.")
 
@@ -138,6 +144,29 @@ class EpisodeRecord(Protocol):
     def won(self) -> bool:
         """Whether it was won."""
         ...
+
+
+def first_games(episodes: Iterable[EpisodeRecord], num_games: int | None) -> list[EpisodeRecord]:
+    """Return the episodes of the first ``num_games`` games they list (by their first step's game), or all.
+
+    Example:
+        >>> from types import SimpleNamespace as Record
+        >>> played = [Record(steps=[Record(context=Context("t", observation="o", game_file=game))])
+        ...           for game in ("g1", "g2", "g1", "g3")]
+        >>> [e.steps[0].context.game_file for e in first_games(played, 2)]
+        ['g1', 'g2', 'g1']
+    """
+    if num_games is None:
+        return list(episodes)
+    games: set[str | None] = set()
+    kept = []
+    for episode in episodes:
+        game = episode.steps[0].context.game_file
+        if game not in games and len(games) < num_games:
+            games.add(game)
+        if game in games:
+            kept.append(episode)
+    return kept
 
 
 def step_return(won: bool, steps_to_end: int, config: TargetsConfig, t: int | None = None) -> float:
@@ -289,8 +318,8 @@ def compute_targets(
     Args:
         episodes: Rollouts (:func:`prm_gym.rollout.load_episodes`, or any :class:`EpisodeRecord`); each step's
             context has its action.
-        config: Discount, outcomes, ``min_visits`` and which expert-prefix steps count (:func:`target_steps`; the
-            paper's defaults when omitted).
+        config: Discount, outcomes, ``min_visits``, which expert-prefix steps count (:func:`target_steps`) and
+            how many games' rollouts (:func:`first_games`); the paper's defaults when omitted.
         progress: Show a progress bar over episodes.
 
     Returns:
@@ -312,7 +341,8 @@ def compute_targets(
     wins: dict[str, int] = {}
     first: dict[str, Context] = {}
     count = 0
-    for episode in tqdm(episodes, desc="targets", unit="episode", disable=not progress):
+    for episode in tqdm(first_games(episodes, config.num_games), desc="targets", unit="episode",
+                        disable=not progress):  # fmt: skip
         count += 1
         length = len(episode.steps)
         for t, step in target_steps(episode, config):
