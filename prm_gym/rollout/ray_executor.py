@@ -16,7 +16,8 @@ a custom agent passed with a config), or the config has no agent settings (a pla
 itself is shipped to the actors (cloudpickle), so it must pickle.
 
 Failures: an actor that dies (its process killed, its node lost) is restarted by Ray, and the driver submits the
-group it was playing again, up to :data:`MAX_ATTEMPTS` times; a group is appended only when it has ended, once, so
+group it was playing again once Ray has restarted it (waiting up to :data:`RESTART_TIMEOUT_S`: a loaded machine
+restarts a Python worker slowly), up to :data:`MAX_ATTEMPTS` times; a group is appended only when it has ended, once, so
 nothing is lost or written twice. An error raised by the agent or an env is not retried: it is raised here.
 
 On a cluster, every node needs prm-gym (the same version) and ALFWorld's games: each actor lists the run's games
@@ -29,6 +30,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
@@ -37,12 +39,14 @@ from prm_gym.agents.registry import AgentConfig
 from prm_gym.rollout.runner import EpisodeSpec, RunConfig, make_envs, make_run_agent, play_group
 from prm_gym.rollout.storage import Episode, game_key
 
-__all__ = ["MAX_ATTEMPTS", "play_on_ray"]
+__all__ = ["MAX_ATTEMPTS", "RESTART_TIMEOUT_S", "play_on_ray"]
 
 logger = logging.getLogger(__name__)
 
 #: Times a group is submitted before a run gives up on it (each failed try lost its actor).
 MAX_ATTEMPTS = 4
+#: Seconds to wait for Ray to restart a dead actor (while Ray says it is restarting) before giving up on the run.
+RESTART_TIMEOUT_S = 300.0
 #: Seconds actors get to close their envs at the end before they are killed.
 _CLOSE_TIMEOUT_S = 30.0
 
@@ -194,15 +198,20 @@ def _schedule(
     """Keep one group in play on every actor; yield each group's episodes when it ends.
 
     A group whose actor died goes back to the front of the queue; the actor gets work again once Ray has restarted
-    it (a call that waits through up to :data:`MAX_ATTEMPTS` restarts says when: a play call sent earlier would
-    fail at once).
+    it (a call that waits says when: a play call sent earlier would fail at once). While Ray answers that the
+    actor is still restarting, the wait is sent again, for up to :data:`RESTART_TIMEOUT_S` seconds.
     """
     import ray
-    from ray.exceptions import RayActorError, RayTaskError
+    from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
     queue = collections.deque(range(len(groups)))
     attempts = collections.Counter[int]()
     calls: dict[Any, tuple[Any, int | None]] = {}  # a call in flight -> its actor, and its group (None: a wait)
+    deadlines: dict[int, float] = {}  # id of an actor being restarted -> when to stop waiting for it
+
+    def wait_for(actor: Any) -> None:
+        deadlines.setdefault(id(actor), time.monotonic() + RESTART_TIMEOUT_S)
+        calls[actor.identity.options(max_task_retries=MAX_ATTEMPTS).remote()] = (actor, None)
 
     def submit(actor: Any) -> None:
         if queue:
@@ -223,17 +232,23 @@ def _schedule(
             if error.actor_init_failed:
                 raise RuntimeError(f"A Ray actor could not start: {error}") from error
             if index is None:
-                raise RuntimeError(f"A Ray actor could not be restarted {MAX_ATTEMPTS} times: {error}") from error
+                if isinstance(error, ActorUnavailableError) and time.monotonic() < deadlines[id(actor)]:
+                    time.sleep(0.5)  # still restarting: ask again
+                    wait_for(actor)
+                    continue
+                raise RuntimeError(f"A Ray actor was not restarted (waited {RESTART_TIMEOUT_S:.0f} s at most): "
+                                   f"{error}") from error  # fmt: skip
             ids = [spec.episode_id for spec in groups[index]]
             if attempts[index] >= MAX_ATTEMPTS:
                 raise RuntimeError(f"Episodes {ids} lost their Ray actor {MAX_ATTEMPTS} times: {error}") from error
             logger.warning("A Ray actor died playing episodes %s: playing them again.", ids)
             retried(groups[index])
             queue.appendleft(index)
-            calls[actor.identity.options(max_task_retries=MAX_ATTEMPTS).remote()] = (actor, None)
+            wait_for(actor)
             continue
         if index is not None:
             yield result
+        deadlines.pop(id(actor), None)
         submit(actor)
 
 
