@@ -143,7 +143,7 @@ def audit_prms(config: AuditConfig, *, progress: bool = True) -> list[AuditRow]:
                                                                    unit="action", disable=not progress)]  # fmt: skip
             audited.append(audit_rows(scores, rows[run], reward_model=model_name, run=run, episodes=len(episodes),
                                       won=sum(e.won for e in episodes)))  # fmt: skip
-    _write(audited, config, runs, models)
+    _write(audited, Path(config.output_dir), targets, runs, models)
     return audited
 
 
@@ -159,9 +159,9 @@ def _named(specs: Sequence[str], what: str) -> dict[str, str]:
     return named
 
 
-def _write(rows: Sequence[AuditRow], config: AuditConfig, runs: dict[str, str], models: dict[str, str]) -> None:
-    """Write audit.md (a row per reward model and folder), audit.json and audit.png to ``config.output_dir``."""
-    output = Path(config.output_dir)
+def _write(rows: Sequence[AuditRow], output: Path, targets: TargetsConfig, runs: dict[str, str],
+           models: dict[str, str]) -> None:  # fmt: skip
+    """Write audit.md (a row per reward model and folder), audit.json and audit.png to ``output``."""
     output.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Reward models against what happened",
@@ -184,7 +184,7 @@ def _write(rows: Sequence[AuditRow], config: AuditConfig, runs: dict[str, str], 
     record: dict[str, Any] = {
         "folders": runs,
         "reward_models": models,
-        "targets": {f.name: getattr(config, f.name) for f in dataclasses.fields(TargetsConfig)},
+        "targets": dataclasses.asdict(targets),
         "prm_gym_version": prm_gym.__version__,
         "rows": [dataclasses.asdict(row) for row in rows],
     }
