@@ -30,4 +30,4 @@ lint: install
 	$(BIN)/mypy prm_gym
 
 test: data lint
-	$(BIN)/pytest -n 2 --timeout 1800
+	$(BIN)/pytest -n 2 --timeout 1800 --durations=25
