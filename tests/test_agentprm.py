@@ -164,10 +164,29 @@ def test_a_greedy_policy_is_evaluated_once_best_of_n_once_per_seed(tmp_path, mon
     config = AgentPRMConfig(policy="pi0", eval_seeds=(0, 1), best_of_n=(2, 4))
     stages = loop._Stages(config, tmp_path, LoopRun(tmp_path, {}), progress=False)
     assert stages.evaluate_policy("pi0", "pi0") == ["eval/pi0-s0=pi0"]
-    assert len(stages.evaluate_best_of_n("pi0", "pi0", "q0", "q0")) == 4 and len(played) == 5
+    assert len(stages.evaluate_best_of_n("pi0", "pi0", "q0", "q0", config.best_of_n)) == 4 and len(played) == 5
     config.hf.temperature = 0.5  # a sampling policy: once per seed
     assert stages.evaluate_policy("pi0", "pi0-sampled") == ["eval/pi0-sampled-s0=pi0-sampled",
                                                             "eval/pi0-sampled-s1=pi0-sampled"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("improved", "after"),
+                         [(None, ["bon2-pi1-q0-s0", "bon4-pi1-q0-s0"]), ((4,), ["bon4-pi1-q0-s0"]), ((), [])])
+def test_improved_best_of_n_sets_the_best_of_n_evaluated_after_an_improvement(tmp_path, monkeypatch, improved, after):
+    from prm_gym.loops.stages import LoopRun
+
+    played = []
+    monkeypatch.setattr(loop._Stages, "_evaluate", lambda self, folder, seed, **agent: played.append(folder) or folder)
+    monkeypatch.setattr(loop._Stages, "rollouts", lambda self, policy, folder: folder)
+    monkeypatch.setattr(loop._Stages, "reward_model", lambda self, policy, rollouts, previous, i: "q0")
+    monkeypatch.setattr(loop._Stages, "improve", lambda self, policy, reward_model, rollouts, i: "pi1")
+    monkeypatch.setattr(loop._Stages, "report", lambda self, evaluations: None)
+    config = AgentPRMConfig(policy="pi0", best_of_n=(2, 4), improved_best_of_n=improved)
+    loop._Stages(config, tmp_path, LoopRun(tmp_path, {}), progress=False).run_loop()
+    assert played == ["eval/pi0-s0", "eval/bon2-pi0-q0-s0", "eval/bon4-pi0-q0-s0", "eval/pi1-s0",
+                      *(f"eval/{name}" for name in after)]  # fmt: skip
+    with pytest.raises(ValueError, match="`improved_best_of_n` should list sizes of at least 1"):
+        AgentPRMConfig(improved_best_of_n=(0,))
 
 
 def test_the_shipped_cpu_config_loads():

@@ -113,6 +113,10 @@ class LoopConfig:
     evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(split="valid_unseen", num_envs=8))
     #: The N of each Best-of-N evaluated with each PRM (1 is the policy sampled once).
     best_of_n: tuple[int, ...] = (4,)
+    #: The N of each Best-of-N(pi_i, Q_{i-1}) evaluated after an improvement; unset: ``best_of_n``, empty: none.
+    #: Each Best-of-N evaluation costs about an hour on a 2-core CPU: a run can draw pi0's curve over N and
+    #: measure pi_i at one N.
+    improved_best_of_n: tuple[int, ...] | None = None
     #: Seeds of the evaluations (the spread over seeds in the report); a greedy policy is evaluated with the first
     #: only (it would repeat itself), Best-of-N (which samples) with each.
     eval_seeds: tuple[int, ...] = (0,)
@@ -131,6 +135,9 @@ class LoopConfig:
             raise ValueError(f"`rollout_temperature` should be above 0. Received {self.rollout_temperature}.")
         if not self.best_of_n or min(self.best_of_n) < 1:
             raise ValueError(f"`best_of_n` should list sizes of at least 1. Received {self.best_of_n}.")
+        improved = self.improved_best_of_n
+        if improved and min(improved) < 1:
+            raise ValueError(f"`improved_best_of_n` should list sizes of at least 1. Received {improved}.")
         if not self.eval_seeds:
             raise ValueError("`eval_seeds` should list at least one seed.")
         for section, names in self.set_by_the_loop.items():

@@ -44,7 +44,7 @@ LOOP_FILE = "loop.json"
 #: goes (stages are named by iteration, N and seed, so more iterations, sizes or seeds only add stages).
 _PLAYING = ("rollouts", "improvement.rollouts", "evaluation")
 NOT_COMPARED = frozenset(
-    {"output_dir", "device", "iterations", "best_of_n", "eval_seeds"}
+    {"output_dir", "device", "iterations", "best_of_n", "improved_best_of_n", "eval_seeds"}
     | {f"{s}.{name}" for s in _PLAYING for name in EXECUTION_FIELDS}
 )
 
@@ -189,12 +189,14 @@ class PolicyStages:
             pi, q = f"pi{i - 1}", f"{self.reward_name}{i - 1}"
             rollouts = self.run.stage(f"rollouts of {pi}", self.rollouts, policy, f"rollouts-{pi}")
             reward_model = self.reward_model(policy, rollouts, reward_model, i)
-            evaluations += self.evaluate_best_of_n(policy, pi, reward_model, q)
+            evaluations += self.evaluate_best_of_n(policy, pi, reward_model, q, self.config.best_of_n)
             if self.config.improvement.method == "none":
                 break
             policy = self.improve(policy, reward_model, rollouts, i)
             evaluations += self.evaluate_policy(policy, f"pi{i}")
-            evaluations += self.evaluate_best_of_n(policy, f"pi{i}", reward_model, q)
+            improved = self.config.improved_best_of_n
+            sizes = self.config.best_of_n if improved is None else improved
+            evaluations += self.evaluate_best_of_n(policy, f"pi{i}", reward_model, q, sizes)
         self.report(evaluations)
 
     def reward_model(self, policy: str, rollouts: str, previous: str | None, i: int) -> str:
@@ -298,13 +300,13 @@ class PolicyStages:
             for seed in seeds
         ]
 
-    def evaluate_best_of_n(self, policy: str, name: str, reward_model: str, q: str) -> list[str]:
-        """Evaluate Best-of-N(policy, reward_model) for each N and evaluation seed (labelled folders, as above)."""
+    def evaluate_best_of_n(self, policy: str, name: str, reward_model: str, q: str, sizes: Sequence[int]) -> list[str]:
+        """Evaluate Best-of-N(policy, reward_model) for each N of ``sizes`` and seed (labelled folders, as above)."""
         return [
             self.run.stage(f"eval best-of-{n}({name}, {q}) seed {seed}", self._evaluate,
                            f"eval/bon{n}-{name}-{q}-s{seed}", seed, agent="best-of-n", policy="hf", model=policy,
                            reward_model=reward_model, n=n) + f"=Best-of-{n}({name}, {q})"  # fmt: skip
-            for n in self.config.best_of_n
+            for n in sizes
             for seed in self.config.eval_seeds
         ]
 
