@@ -197,6 +197,22 @@ def test_validation_is_split_by_game_and_reports_the_metrics(targets, tmp_path):
     assert len(trainer.eval_dataset) == len(valid)
 
 
+def test_whole_episode_validation_reads_each_held_out_row_once_with_the_per_row_metrics(rollouts, targets, tmp_path):
+    """Held-out games scored one forward per episode: the same rows, the same metrics as one forward per row."""
+    episodes = load_episodes(rollouts)
+    args = dict(validation_fraction=0.34, seed=1, bf16=False)
+    per_row = PRMTrainer(tiny_prm(prompt_config=WHOLE), train_args(tmp_path / "rows", **args), targets)
+    whole = PRMTrainer(tiny_prm(prompt_config=WHOLE), train_args(tmp_path / "whole", whole_episodes=True, **args),
+                       targets, episodes, TargetsConfig())  # fmt: skip
+    positions = [q for item in whole.eval_dataset for q in item["episode"].q]
+    assert len(positions) == len(per_row.eval_dataset) < len(targets)  # each held-out row once
+    assert len(whole.eval_dataset) < len(per_row.eval_dataset)  # in fewer forwards
+    assert sorted(positions) == pytest.approx(sorted(item["q"] for item in per_row.eval_dataset))
+    expected, metrics = per_row.evaluate(), whole.evaluate()
+    for name in ("eval_accuracy", "eval_auc", "eval_ece"):
+        assert metrics[name] == pytest.approx(expected[name], abs=1e-4), name
+
+
 def test_auc_label_is_most_rollouts_won_not_q_above_one_half():
     # Q^ ranks the rows one way, the won rollouts the other: the AUC follows the wins.
     q = np.array([0.6, 0.55, 0.45, 0.4])

@@ -40,6 +40,8 @@ def episode_items(
     rows: Sequence[TargetRow],
     config: TargetsConfig,
     token_ids: Callable[[Sequence[Context]], list[list[int]]],
+    *,
+    once: bool = False,
 ) -> list[EpisodeItem]:
     """Return the training items of ``episodes``: one per episode, or one per step where its renders are cut.
 
@@ -48,6 +50,8 @@ def episode_items(
         rows: Their targets; steps whose (state, action) has no row (``min_visits``) are left out.
         config: The targets' settings (which steps of an expert prefix are targets).
         token_ids: Renders contexts to model input ids (:meth:`ProcessRewardModel.token_ids`).
+        once: Read each (state, action) at its first step only, weight 1: every row counted once, as validation
+            metrics count them (the later steps still read it in their history).
 
     Example:
         >>> from prm_gym.rollout import Episode
@@ -63,6 +67,11 @@ def episode_items(
     by_key = {row.key: row for row in rows}
     episodes = list(episodes)
     kept = [[step for _, step in target_steps(episode, config) if step.context.key in by_key] for episode in episodes]
+    if once:
+        seen: set[str] = set()
+        for steps in kept:
+            steps[:] = [step for step in steps if step.context.key not in seen]
+            seen.update(step.context.key for step in steps)
     occurrences = Counter(step.context.key for steps in kept for step in steps)
     items = []
     for steps in kept:
