@@ -17,6 +17,24 @@ from prm_gym.envs.alfworld.data import DataNotFoundError, find_data_dir, prepare
 #: Tests never download: a missing known model file is an error here, not a fetch (prm_gym.known_files).
 os.environ["PRM_GYM_OFFLINE"] = "1"
 
+
+def _share_the_cores_among_workers() -> None:
+    """Give each pytest-xdist worker (and the processes it starts) its share of the cores as torch threads.
+
+    Two workers with torch's default of one thread per core put 4 threads on 2 cores: each small operation then
+    waits for a descheduled thread (benchmarks/RESULTS.md measured a 104-token forward at 3.8-4.8 s with 2
+    threads on 2 shared cores, 0.13-0.20 s with 1), and the CI's longest test took 17 min. Set before torch is
+    imported (it reads the variables then); a value set by the user is kept.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, threads)
+
+
+_share_the_cores_among_workers()
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_ARCHIVE = SHARED / "data/alfworld/json_2.1.2-tw-pddl.tar.xz"
 #: The shared SmolLM2-135M-Instruct: its tokenizer (Hugging Face format) and its GGUF weights.
