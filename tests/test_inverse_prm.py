@@ -23,7 +23,7 @@ from prm_gym.prm.inverse import (  # noqa: E402
     select_transitions,
 )
 from prm_gym.prm.inverse_training import InversePRMConfig, InversePRMTrainer, _balanced, _Collator  # noqa: E402
-from prm_gym.prm.model import ProcessRewardModel  # noqa: E402
+from prm_gym.prm.model import LoraSettings, ProcessRewardModel  # noqa: E402
 from prm_gym.rollout import Episode  # noqa: E402
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts  # noqa: E402
 from prm_gym.rollout.storage import load_episodes  # noqa: E402
@@ -157,6 +157,7 @@ def test_training_on_walkthroughs_against_random_play_ranks_expert_actions_first
                                                                                 tmp_path_factory):
     """The shared SmolLM2 (pretrained: it reads the commands) trained as the classifier, with the paper's gamma.
 
+    LoRA, as the reproduction trains it: 20 steps gave AUC 0.58 -> 0.81 and loss 0.69 -> 0.52 on the AMD CPU.
     (A tiny random model learns to tell the expert's histories from random ones here, not the actions: at the
     expert's own states it ranks them no better than chance within a test's budget.)
     """
@@ -167,11 +168,12 @@ def test_training_on_walkthroughs_against_random_play_ranks_expert_actions_first
     )
     cache = tmp_path_factory.getbasetemp() / "smollm2-cache"  # converted once per test process
     torch.manual_seed(0)  # the new head's initial weights
+    lora = LoraSettings(r=16, alpha=32, dropout=0.0)
     prm = ProcessRewardModel.from_pretrained(SHARED_GGUF, device="cpu", dtype="float32", prompt_config=PROMPT,
-                                             cache_dir=cache)  # fmt: skip
+                                             cache_dir=cache, lora=lora)  # fmt: skip
     before = expert_vs_random_auc(prm, demos)
-    args = InversePRMConfig(output_dir=str(tmp_path), max_steps=40, learning_rate=5e-5, lr_scheduler_type="constant",
-                            per_device_train_batch_size=8, validation_fraction=0.0, logging_steps=10,
+    args = InversePRMConfig(output_dir=str(tmp_path), max_steps=20, learning_rate=5e-4, lr_scheduler_type="constant",
+                            per_device_train_batch_size=8, validation_fraction=0.0, logging_steps=5,
                             save_strategy="no", use_cpu=True, bf16=True, seed=0, disable_tqdm=True)  # fmt: skip
     trainer = InversePRMTrainer(prm, args, transitions)
     trainer.train()
