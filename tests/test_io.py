@@ -15,6 +15,7 @@ import pytest
 from prm_gym.io import (
     append_jsonl,
     atomic_directory,
+    cache_root,
     config_differences,
     lock_folder,
     read_json_object,
@@ -187,3 +188,21 @@ def test_recover_directory_leaves_a_folder_being_written_alone(tmp_path):
         assert tmp.is_dir()
         (tmp / "rows.json").write_text(json.dumps([1]))
     assert json.loads((target / "rows.json").read_text()) == [1]
+
+
+def test_one_cache_root_holds_games_converted_models_and_fetched_files(tmp_path, monkeypatch):
+    from prm_gym.checkpoints import default_cache_dir
+    from prm_gym.envs.alfworld.data import default_data_dir
+    from prm_gym.known_files import known_files_dir
+
+    def folders() -> list[Path]:
+        return [default_data_dir().parent, default_cache_dir().parent, known_files_dir().parent, cache_root()]
+
+    monkeypatch.delenv("PRM_GYM_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert folders() == [tmp_path / "home" / ".cache" / "prm_gym"] * 4
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert folders() == [tmp_path / "xdg" / "prm_gym"] * 4
+    monkeypatch.setenv("PRM_GYM_CACHE", str(tmp_path / "mine"))  # wins over both
+    assert folders() == [tmp_path / "mine"] * 4

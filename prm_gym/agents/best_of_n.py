@@ -20,8 +20,9 @@ class BestOfNAgent(Agent):
     """The paper's inference-time use of a PRM: per turn, ``n`` samples, one batched ``score``, the best kept.
 
     Candidates are deduplicated by action (the first sample of an action keeps its reason); ties in score go to
-    the candidate the policy found more likely, then to the earlier one. ``score_spreads`` records, per turn,
-    the best minus the worst candidate score (0 when all candidates agree).
+    the candidate the policy found more likely, then to the earlier one. A turn whose samples all agree is not
+    scored (nothing to choose: with ``n=1``, or a confident policy, the reward model is never called).
+    ``score_spreads`` records, per turn, the best minus the worst candidate score (0 when all candidates agree).
 
     Example:
         >>> from prm_gym.agents import RandomAgent
@@ -64,11 +65,16 @@ class BestOfNAgent(Agent):
             for decision in samples:
                 unique.setdefault(decision.action, decision)
             candidates.append(list(unique.values()))
-        pairs = zip(contexts, candidates, strict=True)
-        proposals = [context.propose(d.action, d.reason) for context, group in pairs for d in group]
-        scores = checked_scores(self.reward_model, proposals)
+        # A context whose samples all agree has nothing to choose: only contexts with 2+ candidates are scored.
+        choices = [(context, group) for context, group in zip(contexts, candidates, strict=True) if len(group) > 1]
+        proposals = [context.propose(d.action, d.reason) for context, group in choices for d in group]
+        scores = checked_scores(self.reward_model, proposals) if proposals else []
         decisions, offset = [], 0
         for group in candidates:
+            if len(group) == 1:
+                self.score_spreads.append(0.0)
+                decisions.append(group[0])
+                continue
             group_scores = scores[offset : offset + len(group)]
             offset += len(group)
             best = max(

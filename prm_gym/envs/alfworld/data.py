@@ -29,7 +29,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from prm_gym.envs.alfworld.tasks import TaskType, parse_task_types, task_type_of_game_dir
-from prm_gym.io import atomic_directory, recover_directory, sha256_of
+from prm_gym.io import atomic_directory, cache_root, recover_directory, sha256_of
 
 __all__ = [
     "SPLITS",
@@ -88,12 +88,9 @@ def resolve_split(split: str) -> str:
 def default_data_dir() -> Path:
     """Return the per-user cache folder for ALFWorld's games.
 
-    That is ``$PRM_GYM_CACHE/alfworld``, else ``$XDG_CACHE_HOME/prm_gym/alfworld``, else ``~/.cache/prm_gym/alfworld``.
+    That is ``alfworld`` in :func:`prm_gym.io.cache_root`.
     """
-    cache = os.environ.get("PRM_GYM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "prm_gym"
-    )
-    return Path(cache) / "alfworld"
+    return cache_root() / "alfworld"
 
 
 def _has_games(root: Path) -> bool:
