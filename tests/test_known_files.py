@@ -114,7 +114,7 @@ def test_adapters_on_a_known_base_load_where_it_is_missing(index, tmp_path, monk
     tokenizer.save_pretrained(tmp_path / "base")
     converted = []
 
-    def convert(gguf: Path, cache_dir: Path, dtype, *, digest=None) -> Path:  # the tiny model stands for the GGUF's
+    def convert(gguf: Path, cache_dir: Path, dtype, *, digest=None) -> Path:  # the tiny model: the GGUF converted
         assert digest == known_files.KNOWN_FILES[gguf.name].sha256  # hashed once: by find_known_file
         converted.append(gguf)
         return tmp_path / "base"
