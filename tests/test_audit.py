@@ -11,8 +11,8 @@ from conftest import tiny_prm  # noqa: E402
 from prm_gym.agents import RandomAgent  # noqa: E402
 from prm_gym.cli import main  # noqa: E402
 from prm_gym.prm import ProcessRewardModel  # noqa: E402
-from prm_gym.prm.audit import AuditConfig, audit_prms  # noqa: E402
-from prm_gym.prm.targets import compute_targets  # noqa: E402
+from prm_gym.prm.audit import AuditConfig, audit_prms, episode_scores  # noqa: E402
+from prm_gym.prm.targets import TargetsConfig, compute_targets  # noqa: E402
 from prm_gym.rollout import load_episodes  # noqa: E402
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts  # noqa: E402
 
@@ -48,11 +48,15 @@ def test_every_model_scores_every_folder_turn_by_turn_as_full_forwards_would(
     assert expert.metrics["auc"] is None  # every action led to a win: nothing to rank
     assert expert.mean_q > random.mean_q  # won episodes' returns beat random play's
 
-    # The cached turn-by-turn scores are the full forwards' (one batch, no sharing), within bf16's rounding.
-    targets = compute_targets(load_episodes(random_episodes))
+    # One forward per episode scores each (state, action) as a full forward of its own context would (one
+    # batch, no sharing), within bf16's rounding.
+    episodes = load_episodes(random_episodes)
+    targets = compute_targets(episodes)
     full = ProcessRewardModel.from_pretrained(reward_models / "q1", device="cpu", shared_prefix=False)
+    expected = full.score([t.context for t in targets])
     assert rows[3].actions == len(targets)
-    assert rows[3].mean_score == pytest.approx(sum(full.score([t.context for t in targets])) / len(targets), abs=2e-3)
+    assert rows[3].mean_score == pytest.approx(sum(expected) / len(targets), abs=2e-3)
+    assert episode_scores(full, episodes, targets, TargetsConfig()) == pytest.approx(expected, abs=1e-2)
 
     table = (tmp_path / "audit" / "audit.md").read_text()
     assert "| Q0 | random | 4 |" in table and "undefined" in table

@@ -7,8 +7,10 @@ up while success goes down). This module measures both sides on played episodes 
 
 * every (state, action) of the episodes gets its Monte-Carlo target Q^ from the return that followed it
   (:func:`~prm_gym.prm.targets.compute_targets`, the paper's Eq. 1, with the settings given: use the PRM's);
-* each reward model scores every one of them, Q(s, a), turn by turn so that each turn runs only its new tokens
-  on the episode's cached prefix (:class:`~prm_gym.prm.model.ProcessRewardModel`);
+* each reward model scores every one of them, Q(s, a), on one forward per episode, its head read at the end of
+  each action (the renderer is append-only, so by causal attention each reading is the score of that step's
+  context alone: :mod:`~prm_gym.prm.episode_items`, as whole-episode training reads it); models that cannot
+  (encoders) score one context per call;
 * per (reward model, folder): the success rate, the mean score next to the mean Q^ (a calibrated PRM has them
   equal; scores above Q^ that grow along optimisation are reward hacking), the AUC of the scores at telling
   actions of won episodes from the others, accuracy at 0.5 and calibration error
@@ -32,7 +34,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import tyro
 from tqdm.auto import tqdm
@@ -40,11 +42,15 @@ from tqdm.auto import tqdm
 import prm_gym
 from prm_gym.evaluation import png_bytes
 from prm_gym.io import atomic_write_bytes, atomic_write_text
-from prm_gym.prm.targets import TargetRow, TargetsConfig, compute_targets
+from prm_gym.prm.episode_items import episode_items
+from prm_gym.prm.targets import EpisodeRecord, TargetRow, TargetsConfig, compute_targets
 from prm_gym.report import folder_and_label
 from prm_gym.rollout.storage import load_episodes
 
-__all__ = ["AUDIT_FILES", "AuditConfig", "AuditRow", "audit_prms", "audit_rows"]
+if TYPE_CHECKING:
+    from prm_gym.prm.model import ProcessRewardModel
+
+__all__ = ["AUDIT_FILES", "AuditConfig", "AuditRow", "audit_prms", "audit_rows", "episode_scores"]
 
 #: Files the audit writes: the table, every number, the chart.
 AUDIT_FILES = ("audit.md", "audit.json", "audit.png")
@@ -138,13 +144,51 @@ def audit_prms(config: AuditConfig, *, progress: bool = True) -> list[AuditRow]:
             raise FileNotFoundError(f"No reward model at {path}: give a `prm-gym train-prm` model folder.")
         prm = ProcessRewardModel.from_pretrained(path, device=config.device)
         for run, episodes in played.items():
-            # One context per call, in episode order: each turn runs only its new tokens on the cached prefix.
-            scores = [prm.score([row.context])[0] for row in tqdm(rows[run], desc=f"{model_name} on {run}",
-                                                                   unit="action", disable=not progress)]  # fmt: skip
+            scores = episode_scores(prm, episodes, rows[run], targets, progress=progress, desc=f"{model_name} on {run}")
             audited.append(audit_rows(scores, rows[run], reward_model=model_name, run=run, episodes=len(episodes),
                                       won=sum(e.won for e in episodes)))  # fmt: skip
     _write(audited, Path(config.output_dir), targets, runs, models)
     return audited
+
+
+def episode_scores(
+    prm: ProcessRewardModel,
+    episodes: Sequence[EpisodeRecord],
+    rows: Sequence[TargetRow],
+    targets: TargetsConfig,
+    *,
+    progress: bool = False,
+    desc: str = "scoring",
+) -> list[float]:
+    """Return ``prm``'s Q(s, a) of each of ``rows`` (the targets of ``episodes``), in the rows' order.
+
+    One forward per episode reads the head at the end of each of its actions, each (state, action) at its first
+    step (:func:`~prm_gym.prm.episode_items.episode_items`): a T-step episode costs one forward of its length,
+    not T contexts. A model that cannot read many positions of one forward (an encoder) scores one context per
+    call instead, in episode order, so that each turn runs only its new tokens on the cached prefix.
+    """
+    import torch  # only when scoring
+
+    from prm_gym.prm import shared_prefix as sharing
+    from prm_gym.prm.model import position_logits
+
+    if sharing.unsupported(prm.model):
+        return [prm.score([row.context])[0] for row in tqdm(rows, desc=desc, unit="action", disable=not progress)]
+    items = episode_items(episodes, rows, targets, prm.token_ids, once=True)
+    scores: dict[str, float] = {}
+    was_training = prm.model.training
+    prm.model.eval()
+    try:
+        with torch.inference_mode():
+            for item in tqdm(items, desc=desc, unit="forward", disable=not progress):
+                batch = {"input_ids": torch.tensor([item.token_ids]),
+                         "attention_mask": torch.ones(1, len(item.token_ids), dtype=torch.long)}  # fmt: skip
+                logits = position_logits(prm.model, batch, torch.zeros(len(item.positions), dtype=torch.long),
+                                         torch.tensor(item.positions))  # fmt: skip
+                scores.update(zip(item.keys, torch.sigmoid(logits).tolist(), strict=True))
+    finally:
+        prm.model.train(was_training)
+    return [scores[row.key] for row in rows]
 
 
 def _named(specs: Sequence[str], what: str) -> dict[str, str]:

@@ -33,6 +33,8 @@ class EpisodeItem:
     success: list[float]
     weights: list[float]
     game_file: str | None
+    #: The (state, action) each head position reads (:attr:`Context.key <prm_gym.prm.context.Context.key>`).
+    keys: list[str]
 
 
 def episode_items(
@@ -83,10 +85,11 @@ def episode_items(
         success = [float(row.success) for row in labels]
         weights = [1.0 / occurrences[step.context.key] for step in steps]
         game = steps[0].context.game_file
+        keys = [step.context.key for step in steps]
         whole = ids[-1]
         if all(whole[: len(turn)] == turn for turn in ids):
-            items.append(EpisodeItem(whole, [len(turn) - 1 for turn in ids], q, success, weights, game))
+            items.append(EpisodeItem(whole, [len(turn) - 1 for turn in ids], q, success, weights, game, keys))
         else:
-            items += [EpisodeItem(turn, [len(turn) - 1], [q[i]], [success[i]], [weights[i]], game)
+            items += [EpisodeItem(turn, [len(turn) - 1], [q[i]], [success[i]], [weights[i]], game, [keys[i]])
                       for i, turn in enumerate(ids)]  # fmt: skip
     return items
