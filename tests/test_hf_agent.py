@@ -340,3 +340,28 @@ def test_shared_smollm2_reuse_equals_full_forwards_in_float32(tmp_path_factory: 
     agent.prefix_cache.clear()
     for row, expected_row in zip(batch_logliks(agent, states()), expected, strict=True):  # one batch, no cache
         assert row == pytest.approx(expected_row, abs=1e-4)
+
+
+def test_answers_as_a_trie_score_as_full_forwards_and_hand_on_their_keys(lm) -> None:
+    """Answers that start alike share trie nodes (the same answer twice, one the start of another): each one's
+    log-likelihood is still its full forward's, with or without a cached prefix, and the keys and values handed on
+    for the answer taken are those of a forward of prompt + answer."""
+    from prm_gym.agents.prompt_reuse import AnswerTrie, PromptRow, full_answer_logprobs, score_answers
+
+    model, _ = lm
+    prompts = [[5, 9, 14, 3, 8, 21], [40, 2, 17]]
+    answers = [[[7, 1, 2], [7, 1, 3], [7, 1], [7, 1, 2], [8]], [[30, 31], [30, 32, 33]]]
+    assert len(AnswerTrie.of(answers[0]).tokens) == 5  # 10 answer tokens
+    with torch.inference_mode():
+        expected = full_answer_logprobs(model, prompts, answers, max_batch_tokens=4096)
+        fresh = score_answers(model, [PromptRow(p) for p in prompts], answers, max_batch_tokens=4096)
+        taken = [p + a[1] for p, a in zip(prompts, answers, strict=True)]  # answer 1 taken: the next prompts
+        rows = [PromptRow(t + [11, 12], cached=len(t), layers=s.prefix(1)) for t, s in zip(taken, fresh, strict=True)]
+        cached = score_answers(model, rows, answers, max_batch_tokens=4096)
+        again = full_answer_logprobs(model, [row.ids for row in rows], answers, max_batch_tokens=4096)
+        full = model(input_ids=torch.tensor([taken[0]]), use_cache=True).past_key_values
+    for got, want in [(fresh, expected), (cached, again)]:
+        for scored, row in zip(got, want, strict=True):
+            assert scored.logprobs == pytest.approx(row, abs=1e-4)
+    (keys, values), reference = fresh[0].prefix(1)[0], full.layers[0]
+    assert torch.allclose(keys, reference.keys, atol=1e-5) and torch.allclose(values, reference.values, atol=1e-5)

@@ -5,8 +5,9 @@ prompt) for the answer of every admissible command (``ACTION: <command>`` and th
 tokens) after a prompt of ~500-2,000 tokens, at each state of a lockstep group of games. :func:`score_answers`
 runs each prompt from the end of its cached prefix on (renders are append-only, so the previous turn's prompt
 and answer, when a prefix cache holds their keys and values, are the start of this turn's prompt), and all its
-answers in the same row after it, packed end to end, each at the positions it has right after the prompt and
-masked from the other answers (a 4D mask); the states of one call are the rows of one batch, their cached
+answers in the same row after it as a token trie (:class:`AnswerTrie`: answers that start alike share those
+tokens), each token at the position it has in its answers and seeing the prompt and its own ancestors only (a
+4D mask); the states of one call are the rows of one batch, their cached
 prefixes left-padded to a common length and masked. The log-likelihoods are the full forwards' (prompt +
 answer, one per command) up to rounding, and the keys and values of each prompt (and of each answer after it)
 come back for the next turn. :func:`unsupported` says why a model cannot be run this way; such models get full
@@ -38,6 +39,7 @@ from prm_gym.checkpoints import token_batches
 from prm_gym.prm.prefix_cache import reuse_unsupported
 
 __all__ = [
+    "AnswerTrie",
     "Layers",
     "PromptRow",
     "ScoredPrompt",
@@ -71,16 +73,18 @@ class ScoredPrompt:
     logprobs: list[float]
     _layers: Layers = field(repr=False)
     _row: int = field(repr=False)
-    _prompt_slots: tuple[slice, slice] = field(repr=False)
-    _answer_slots: tuple[slice, ...] = field(repr=False)
+    #: The prompt's slots in the batch's keys and values (its cached prefix, then its new tokens), and each
+    #: answer's: its trie nodes' (see :class:`AnswerTrie`), in order.
+    _prompt_slots: torch.Tensor = field(repr=False)
+    _answer_slots: tuple[torch.Tensor, ...] = field(repr=False)
 
     def prefix(self, answer: int | None = None) -> Layers:
         """Return the keys and values of the prompt, followed by those of ``answer`` (an index) when given."""
-        slots = [*self._prompt_slots, *([] if answer is None else [self._answer_slots[answer]])]
+        slots = self._prompt_slots if answer is None else torch.cat([self._prompt_slots, self._answer_slots[answer]])
         return [
             (
-                torch.cat([keys[self._row : self._row + 1, :, slot] for slot in slots], dim=2),
-                torch.cat([values[self._row : self._row + 1, :, slot] for slot in slots], dim=2),
+                keys[self._row : self._row + 1].index_select(2, slots.to(keys.device)),
+                values[self._row : self._row + 1].index_select(2, slots.to(values.device)),
             )
             for keys, values in self._layers
         ]
@@ -93,9 +97,10 @@ def score_answers(
 
     ``model`` is a causal LM that :func:`unsupported` accepts. The rows run in batches of at most
     ``max_batch_tokens`` padded tokens (cached prefix, new prompt tokens and answers; a longer row goes alone),
-    each row holding the prompt's tokens after its cached prefix and all its answers packed after them, so a
-    prompt is read once however many answers it has. Rows without answers only extend their cache (for
-    generation). Call it under ``torch.inference_mode()`` with the model in eval mode.
+    each row holding the prompt's tokens after its cached prefix and the trie of its answers after them, so a
+    prompt is read once however many answers it has, and the tokens its answers start with once too. Rows
+    without answers only extend their cache (for generation). Call it under ``torch.inference_mode()`` with the
+    model in eval mode.
 
     Raises:
         ValueError: when a prompt is empty or an answer has no tokens.
@@ -106,9 +111,10 @@ def score_answers(
         if not row.ids or any(not answer for answer in row_answers):
             raise ValueError(f"rows[{i}] has an empty prompt or an empty answer: each needs at least one token.")
     scored: list[ScoredPrompt | None] = [None] * len(rows)
-    lengths = [len(row.ids) + sum(map(len, row_answers)) for row, row_answers in zip(rows, answers, strict=True)]
+    tries = [AnswerTrie.of(row_answers) for row_answers in answers]
+    lengths = [len(row.ids) + len(trie.tokens) for row, trie in zip(rows, tries, strict=True)]
     for batch in token_batches(lengths, max_batch_tokens):
-        results = _score_batch(model, [rows[i] for i in batch], [answers[i] for i in batch])
+        results = _score_batch(model, [rows[i] for i in batch], [tries[i] for i in batch])
         for i, result in zip(batch, results, strict=True):
             scored[i] = result
     return [result for result in scored if result is not None]
@@ -165,50 +171,103 @@ def unsupported(model: Any) -> str | None:
     return reuse_unsupported(type(model).__name__, model.config, model.forward, arguments)
 
 
-def _score_batch(model: Any, rows: list[PromptRow], answers: list[Sequence[Sequence[int]]]) -> list[ScoredPrompt]:
-    """Score one batch: a row is [left-padded cached prefix | left-padded new prompt tokens | answers, padded].
+@dataclass(frozen=True)
+class AnswerTrie:
+    """A prompt's answers as a token trie: answers that start alike share those tokens' nodes.
+
+    ALFWorld's answers are ``ACTION: <command>`` plus the end of turn, and the commands of one state start alike
+    (``go to cabinet 1``, ``go to cabinet 2``...): as a trie they run about half the tokens. Each node is one
+    token; it attends to the prompt and to its ancestors only, at the position it has in each answer through it,
+    so its keys, values and next-token logits are those of every answer it starts.
+
+    Example:
+        >>> trie = AnswerTrie.of([[7, 1, 2], [7, 1, 3], [8]])
+        >>> trie.tokens, trie.parents, trie.depths, trie.paths
+        ([7, 1, 2, 3, 8], [-1, 0, 1, 1, -1], [0, 1, 2, 2, 0], [[0, 1, 2], [0, 1, 3], [4]])
+    """
+
+    #: Each node's token, its parent node (-1: the prompt) and its depth (its index in the answers through it).
+    tokens: list[int]
+    parents: list[int]
+    depths: list[int]
+    #: Each answer's nodes, in order.
+    paths: list[list[int]]
+
+    @classmethod
+    def of(cls, answers: Sequence[Sequence[int]]) -> AnswerTrie:
+        """Return the trie of ``answers`` (nodes numbered in order of first use: a parent before its children)."""
+        tokens: list[int] = []
+        parents: list[int] = []
+        depths: list[int] = []
+        paths: list[list[int]] = []
+        nodes: dict[tuple[int, int], int] = {}  # (parent, token) -> node
+        for answer in answers:
+            path: list[int] = []
+            for depth, token in enumerate(answer):
+                parent = path[-1] if path else -1
+                node = nodes.get((parent, token))
+                if node is None:
+                    node = nodes[parent, token] = len(tokens)
+                    tokens.append(token)
+                    parents.append(parent)
+                    depths.append(depth)
+                path.append(node)
+            paths.append(path)
+        return cls(tokens, parents, depths, paths)
+
+    def ancestry(self) -> torch.Tensor:
+        """Return the (nodes, nodes) bool matrix of which node sees which: itself and its ancestors."""
+        sees = torch.eye(len(self.tokens), dtype=torch.bool)
+        for node, parent in enumerate(self.parents):
+            if parent >= 0:
+                sees[node] |= sees[parent]
+        return sees
+
+
+def _score_batch(model: Any, rows: list[PromptRow], tries: list[AnswerTrie]) -> list[ScoredPrompt]:
+    """Score one batch: a row is [left-padded cached prefix | left-padded new prompt tokens | answer trie, padded].
 
     Every row's new prompt tokens end at the same index ``new``, so the logits read (the last prompt token's and
-    the answers') are the last ``answers + 1`` of each row: ``logits_to_keep`` projects only those.
+    the trie nodes') are the last ``nodes + 1`` of each row: ``logits_to_keep`` projects only those. A node's
+    token is predicted by its parent's logits (the last prompt token's for a first token), once for every answer
+    through it; an answer's log-likelihood is the sum over its path.
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     cached = [min(row.cached, len(row.ids) - 1) if row.layers is not None else 0 for row in rows]
     fresh = [list(row.ids[c:]) for row, c in zip(rows, cached, strict=True)]
     width, new = max(cached), max(map(len, fresh))
-    suffix = max(sum(map(len, row_answers)) for row_answers in answers)
+    suffix = max(len(trie.tokens) for trie in tries)
     ids = torch.zeros(len(rows), new + suffix, dtype=torch.long)
-    # Per slot (cache then input): its position in the full sequence and its segment (-1 pad, 0 prompt, j + 1
-    # answer j). A query sees a slot that is not padding, not after it, and in the prompt or its own answer.
+    # Per slot (cache then input): its position in the full sequence and its segment (-1 pad, 0 prompt, 1 trie
+    # node). A prompt token sees the prompt up to itself; a node sees the whole prompt and its own ancestry.
     positions = torch.zeros(len(rows), width + new + suffix, dtype=torch.long)
     segments = torch.full_like(positions, -1)
-    targets: list[tuple[int, int, int, int]] = []  # (row, answer, logit index, token)
-    answer_slots: list[tuple[slice, ...]] = []
-    for b, (row, row_answers) in enumerate(zip(rows, answers, strict=True)):
-        c, n = cached[b], len(fresh[b])
+    targets: list[tuple[int, int, int, int]] = []  # (row, node, logit index, token)
+    for b, (row, trie) in enumerate(zip(rows, tries, strict=True)):
+        c, n, m = cached[b], len(fresh[b]), len(trie.tokens)
         positions[b, width - c : width] = torch.arange(c)
         segments[b, width - c : width] = 0
         ids[b, new - n : new] = torch.tensor(fresh[b])
         positions[b, width + new - n : width + new] = torch.arange(c, c + n)
         segments[b, width + new - n : width + new] = 0
-        start, slots = new, []
-        for j, answer in enumerate(row_answers):
-            end = start + len(answer)
-            ids[b, start:end] = torch.tensor(list(answer))
-            positions[b, width + start : width + end] = torch.arange(len(row.ids), len(row.ids) + len(answer))
-            segments[b, width + start : width + end] = j + 1
-            slots.append(slice(width + start, width + end))
-            # Kept logits start at the last prompt token (input index new - 1): token k of the answer is
-            # predicted at input index start + k - 1 for k > 0, by the last prompt token for k = 0.
-            targets += [(b, j, 0 if k == 0 else start + k - new, token) for k, token in enumerate(answer)]
-            start = end
-        answer_slots.append(tuple(slots))
+        if m:
+            ids[b, new : new + m] = torch.tensor(trie.tokens)
+            positions[b, width + new : width + new + m] = len(row.ids) + torch.tensor(trie.depths)
+            segments[b, width + new : width + new + m] = 1
+        # Kept logits start at the last prompt token (input index new - 1): node i sits at input index new + i, so
+        # its parent p predicts it at kept index p + 1, the last prompt token (p = -1) at 0.
+        targets += [(b, node, parent + 1, token)
+                    for node, (parent, token) in enumerate(zip(trie.parents, trie.tokens, strict=True))]  # fmt: skip
     queries = slice(width, None)
     allowed = (
-        (segments[:, None, :] >= 0)
+        (segments[:, None, :] == 0)
         & (positions[:, None, :] <= positions[:, queries, None])
-        & ((segments[:, None, :] == 0) | (segments[:, None, :] == segments[:, queries, None]))
+        & (segments[:, queries, None] >= 0)
     )
+    for b, trie in enumerate(tries):
+        m = len(trie.tokens)
+        allowed[b, new : new + m, width + new : width + new + m] = trie.ancestry()
     allowed[:, torch.arange(new + suffix), width + torch.arange(new + suffix)] = True  # padding sees itself
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
     output = model(
@@ -219,23 +278,23 @@ def _score_batch(model: Any, rows: list[PromptRow], answers: list[Sequence[Seque
         use_cache=True,
         logits_to_keep=suffix + 1,
     )
-    logprobs = [[0.0] * len(row_answers) for row_answers in answers]
+    node_logprobs = [[0.0] * len(trie.tokens) for trie in tries]
     if targets:
-        b_, j_, at, token = (torch.tensor(column) for column in zip(*targets, strict=True))
+        b_, node_, at, token = (torch.tensor(column) for column in zip(*targets, strict=True))
         logits = output.logits[b_.to(device), at.to(device)].float()
         token_logprobs = (logits.gather(-1, token.to(device)[:, None])[:, 0] - logits.logsumexp(-1)).tolist()
-        for b, j, value in zip(b_.tolist(), j_.tolist(), token_logprobs, strict=True):
-            logprobs[b][j] += value
+        for b, node, value in zip(b_.tolist(), node_.tolist(), token_logprobs, strict=True):
+            node_logprobs[b][node] = value
     layers = [(layer.keys, layer.values) for layer in output.cache.layers]
     return [
         ScoredPrompt(
-            logprobs[b],
+            [sum(node_logprobs[b][node] for node in path) for path in trie.paths],
             layers,
             b,
-            (slice(width - cached[b], width), slice(width + new - len(fresh[b]), width + new)),
-            answer_slots[b],
+            torch.cat([torch.arange(width - cached[b], width), torch.arange(width + new - len(fresh[b]), width + new)]),
+            tuple(torch.tensor(path, dtype=torch.long) + width + new for path in trie.paths),
         )
-        for b in range(len(rows))
+        for b, trie in enumerate(tries)
     ]
 
 
