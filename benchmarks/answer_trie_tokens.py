@@ -1,4 +1,4 @@
-"""Answer tokens per state, packed end to end vs as a token trie (:class:`prm_gym.agents.prompt_reuse.AnswerTrie`).
+"""Answer tokens per state, packed end to end vs as a token trie (:class:`prm_gym.prm.token_trie.TokenTrie`).
 
 HFAgent's loglik mode scores the answer ``ACTION: <command>`` (and the end of turn) of every admissible command
 of a state after its prompt. This counts, over the states of played episodes, the answer tokens run per state
@@ -14,9 +14,9 @@ import argparse
 from common import SHARED_GGUF
 from transformers import AutoTokenizer
 
-from prm_gym.agents.prompt_reuse import AnswerTrie
 from prm_gym.checkpoints import resolve_source
 from prm_gym.prm.prompt import PromptConfig, encode_answers
+from prm_gym.prm.token_trie import TokenTrie
 from prm_gym.rollout import load_episodes
 
 
@@ -34,7 +34,10 @@ def main() -> None:
             answers = encode_answers(step.context.admissible_commands, tokenizer, PromptConfig())
             states += 1
             packed += sum(map(len, answers))
-            trie += len(AnswerTrie.of(answers).tokens)
+            tokens = TokenTrie()
+            for answer in answers:
+                tokens.add(answer)
+            trie += len(tokens)
     print(f"{states} states: {packed / states:.1f} answer tokens per state packed, {trie / states:.1f} as a trie "
           f"({packed / trie:.2f}x fewer)")  # fmt: skip
 

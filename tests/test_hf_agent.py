@@ -346,12 +346,14 @@ def test_answers_as_a_trie_score_as_full_forwards_and_hand_on_their_keys(lm) -> 
     """Answers that start alike share trie nodes (the same answer twice, one the start of another): each one's
     log-likelihood is still its full forward's, with or without a cached prefix, and the keys and values handed on
     for the answer taken are those of a forward of prompt + answer."""
-    from prm_gym.agents.prompt_reuse import AnswerTrie, PromptRow, full_answer_logprobs, score_answers
+    from prm_gym.agents.prompt_reuse import PromptRow, full_answer_logprobs, score_answers
+    from prm_gym.prm.token_trie import TokenTrie
 
     model, _ = lm
     prompts = [[5, 9, 14, 3, 8, 21], [40, 2, 17]]
     answers = [[[7, 1, 2], [7, 1, 3], [7, 1], [7, 1, 2], [8]], [[30, 31], [30, 32, 33]]]
-    assert len(AnswerTrie.of(answers[0]).tokens) == 5  # 10 answer tokens
+    trie = TokenTrie()
+    assert [len(trie.add(answer)) for answer in answers[0]] == [3, 3, 2, 3, 1] and len(trie) == 5  # of 12 tokens
     with torch.inference_mode():
         expected = full_answer_logprobs(model, prompts, answers, max_batch_tokens=4096)
         fresh = score_answers(model, [PromptRow(p) for p in prompts], answers, max_batch_tokens=4096)

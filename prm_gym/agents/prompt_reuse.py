@@ -5,13 +5,13 @@ prompt) for the answer of every admissible command (``ACTION: <command>`` and th
 tokens) after a prompt of ~500-2,000 tokens, at each state of a lockstep group of games. :func:`score_answers`
 runs each prompt from the end of its cached prefix on (renders are append-only, so the previous turn's prompt
 and answer, when a prefix cache holds their keys and values, are the start of this turn's prompt), and all its
-answers in the same row after it as a token trie (:class:`AnswerTrie`: answers that start alike share those
-tokens), each token at the position it has in its answers and seeing the prompt and its own ancestors only (a
-4D mask); the states of one call are the rows of one batch, their cached
-prefixes left-padded to a common length and masked. The log-likelihoods are the full forwards' (prompt +
-answer, one per command) up to rounding, and the keys and values of each prompt (and of each answer after it)
-come back for the next turn. :func:`unsupported` says why a model cannot be run this way; such models get full
-forwards.
+answers in the same row after it as a token trie (:class:`~prm_gym.prm.token_trie.TokenTrie`: answers that
+start alike, ``ACTION: go to ...``, share those tokens, about half of ALFWorld's answer tokens), each token at
+the position it has in its answers and seeing the prompt and its own ancestors only (a 4D mask); the states of
+one call are the rows of one batch, their cached prefixes left-padded to a common length and masked. The
+log-likelihoods are the full forwards' (prompt + answer, one per command) up to rounding, and the keys and
+values of each prompt (and of each answer after it) come back for the next turn. :func:`unsupported` says why a
+model cannot be run this way; such models get full forwards.
 
 Example:
     >>> from transformers import LlamaConfig, LlamaForCausalLM
@@ -37,9 +37,9 @@ from transformers import DynamicCache
 
 from prm_gym.checkpoints import token_batches
 from prm_gym.prm.prefix_cache import reuse_unsupported
+from prm_gym.prm.token_trie import TokenTrie, additive_mask
 
 __all__ = [
-    "AnswerTrie",
     "Layers",
     "PromptRow",
     "ScoredPrompt",
@@ -74,7 +74,7 @@ class ScoredPrompt:
     _layers: Layers = field(repr=False)
     _row: int = field(repr=False)
     #: The prompt's slots in the batch's keys and values (its cached prefix, then its new tokens), and each
-    #: answer's: its trie nodes' (see :class:`AnswerTrie`), in order.
+    #: answer's: its trie nodes', in order.
     _prompt_slots: torch.Tensor = field(repr=False)
     _answer_slots: tuple[torch.Tensor, ...] = field(repr=False)
 
@@ -111,10 +111,11 @@ def score_answers(
         if not row.ids or any(not answer for answer in row_answers):
             raise ValueError(f"rows[{i}] has an empty prompt or an empty answer: each needs at least one token.")
     scored: list[ScoredPrompt | None] = [None] * len(rows)
-    tries = [AnswerTrie.of(row_answers) for row_answers in answers]
-    lengths = [len(row.ids) + len(trie.tokens) for row, trie in zip(rows, tries, strict=True)]
+    tries = [TokenTrie() for _ in answers]
+    paths = [[trie.add(answer) for answer in row_answers] for trie, row_answers in zip(tries, answers, strict=True)]
+    lengths = [len(row.ids) + len(trie) for row, trie in zip(rows, tries, strict=True)]
     for batch in token_batches(lengths, max_batch_tokens):
-        results = _score_batch(model, [rows[i] for i in batch], [tries[i] for i in batch])
+        results = _score_batch(model, [rows[i] for i in batch], [tries[i] for i in batch], [paths[i] for i in batch])
         for i, result in zip(batch, results, strict=True):
             scored[i] = result
     return [result for result in scored if result is not None]
@@ -171,73 +172,22 @@ def unsupported(model: Any) -> str | None:
     return reuse_unsupported(type(model).__name__, model.config, model.forward, arguments)
 
 
-@dataclass(frozen=True)
-class AnswerTrie:
-    """A prompt's answers as a token trie: answers that start alike share those tokens' nodes.
-
-    ALFWorld's answers are ``ACTION: <command>`` plus the end of turn, and the commands of one state start alike
-    (``go to cabinet 1``, ``go to cabinet 2``...): as a trie they run about half the tokens. Each node is one
-    token; it attends to the prompt and to its ancestors only, at the position it has in each answer through it,
-    so its keys, values and next-token logits are those of every answer it starts.
-
-    Example:
-        >>> trie = AnswerTrie.of([[7, 1, 2], [7, 1, 3], [8]])
-        >>> trie.tokens, trie.parents, trie.depths, trie.paths
-        ([7, 1, 2, 3, 8], [-1, 0, 1, 1, -1], [0, 1, 2, 2, 0], [[0, 1, 2], [0, 1, 3], [4]])
-    """
-
-    #: Each node's token, its parent node (-1: the prompt) and its depth (its index in the answers through it).
-    tokens: list[int]
-    parents: list[int]
-    depths: list[int]
-    #: Each answer's nodes, in order.
-    paths: list[list[int]]
-
-    @classmethod
-    def of(cls, answers: Sequence[Sequence[int]]) -> AnswerTrie:
-        """Return the trie of ``answers`` (nodes numbered in order of first use: a parent before its children)."""
-        tokens: list[int] = []
-        parents: list[int] = []
-        depths: list[int] = []
-        paths: list[list[int]] = []
-        nodes: dict[tuple[int, int], int] = {}  # (parent, token) -> node
-        for answer in answers:
-            path: list[int] = []
-            for depth, token in enumerate(answer):
-                parent = path[-1] if path else -1
-                node = nodes.get((parent, token))
-                if node is None:
-                    node = nodes[parent, token] = len(tokens)
-                    tokens.append(token)
-                    parents.append(parent)
-                    depths.append(depth)
-                path.append(node)
-            paths.append(path)
-        return cls(tokens, parents, depths, paths)
-
-    def ancestry(self) -> torch.Tensor:
-        """Return the (nodes, nodes) bool matrix of which node sees which: itself and its ancestors."""
-        sees = torch.eye(len(self.tokens), dtype=torch.bool)
-        for node, parent in enumerate(self.parents):
-            if parent >= 0:
-                sees[node] |= sees[parent]
-        return sees
-
-
-def _score_batch(model: Any, rows: list[PromptRow], tries: list[AnswerTrie]) -> list[ScoredPrompt]:
+def _score_batch(
+    model: Any, rows: list[PromptRow], tries: list[TokenTrie], paths: list[list[list[int]]]
+) -> list[ScoredPrompt]:
     """Score one batch: a row is [left-padded cached prefix | left-padded new prompt tokens | answer trie, padded].
 
     Every row's new prompt tokens end at the same index ``new``, so the logits read (the last prompt token's and
     the trie nodes') are the last ``nodes + 1`` of each row: ``logits_to_keep`` projects only those. A node's
     token is predicted by its parent's logits (the last prompt token's for a first token), once for every answer
-    through it; an answer's log-likelihood is the sum over its path.
+    through it; an answer's log-likelihood is the sum over its ``paths`` entry (its nodes).
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     cached = [min(row.cached, len(row.ids) - 1) if row.layers is not None else 0 for row in rows]
     fresh = [list(row.ids[c:]) for row, c in zip(rows, cached, strict=True)]
     width, new = max(cached), max(map(len, fresh))
-    suffix = max(len(trie.tokens) for trie in tries)
+    suffix = max(map(len, tries))
     ids = torch.zeros(len(rows), new + suffix, dtype=torch.long)
     # Per slot (cache then input): its position in the full sequence and its segment (-1 pad, 0 prompt, 1 trie
     # node). A prompt token sees the prompt up to itself; a node sees the whole prompt and its own ancestry.
@@ -245,7 +195,7 @@ def _score_batch(model: Any, rows: list[PromptRow], tries: list[AnswerTrie]) -> 
     segments = torch.full_like(positions, -1)
     targets: list[tuple[int, int, int, int]] = []  # (row, node, logit index, token)
     for b, (row, trie) in enumerate(zip(rows, tries, strict=True)):
-        c, n, m = cached[b], len(fresh[b]), len(trie.tokens)
+        c, n, m = cached[b], len(fresh[b]), len(trie)
         positions[b, width - c : width] = torch.arange(c)
         segments[b, width - c : width] = 0
         ids[b, new - n : new] = torch.tensor(fresh[b])
@@ -266,10 +216,9 @@ def _score_batch(model: Any, rows: list[PromptRow], tries: list[AnswerTrie]) -> 
         & (segments[:, queries, None] >= 0)
     )
     for b, trie in enumerate(tries):
-        m = len(trie.tokens)
-        allowed[b, new : new + m, width + new : width + new + m] = trie.ancestry()
+        allowed[b, new : new + len(trie), width + new : width + new + len(trie)] = trie.ancestry()
     allowed[:, torch.arange(new + suffix), width + torch.arange(new + suffix)] = True  # padding sees itself
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+    mask = additive_mask(allowed, dtype)[:, None]
     output = model(
         input_ids=ids.to(device),
         attention_mask=mask.to(device),
@@ -278,7 +227,7 @@ def _score_batch(model: Any, rows: list[PromptRow], tries: list[AnswerTrie]) -> 
         use_cache=True,
         logits_to_keep=suffix + 1,
     )
-    node_logprobs = [[0.0] * len(trie.tokens) for trie in tries]
+    node_logprobs = [[0.0] * len(trie) for trie in tries]
     if targets:
         b_, node_, at, token = (torch.tensor(column) for column in zip(*targets, strict=True))
         logits = output.logits[b_.to(device), at.to(device)].float()
@@ -288,13 +237,13 @@ def _score_batch(model: Any, rows: list[PromptRow], tries: list[AnswerTrie]) -> 
     layers = [(layer.keys, layer.values) for layer in output.cache.layers]
     return [
         ScoredPrompt(
-            [sum(node_logprobs[b][node] for node in path) for path in trie.paths],
+            [sum(node_logprobs[b][node] for node in path) for path in paths[b]],
             layers,
             b,
             torch.cat([torch.arange(width - cached[b], width), torch.arange(width + new - len(fresh[b]), width + new)]),
-            tuple(torch.tensor(path, dtype=torch.long) + width + new for path in trie.paths),
+            tuple(torch.tensor(path, dtype=torch.long) + width + new for path in paths[b]),
         )
-        for b, trie in enumerate(tries)
+        for b in range(len(rows))
     ]
 
 

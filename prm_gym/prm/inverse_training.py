@@ -12,11 +12,19 @@ an expert transition raises the expert's Q and lowers the value the policy's nex
 
 Rows are split into training and validation **by game**, as for AgentPRM; validation reports the loss, the
 accuracy of ``f > 0``, and the AUC of f at telling expert transitions from the policy's.
+
+Packing (``pack_tokens``): the renderer is append-only, so the render of (s, a) is the start of the render of
+(s', a'), and the transitions of one episode share its history. Transitions are sorted by their tokens and
+packed, while they fit in ``pack_tokens``, into one token trie (:class:`~prm_gym.prm.token_trie.TokenTrie`): one
+forward of it reads Q at the last token of every context in the pack, each as a forward of that context alone
+would (causal attention, each node at its own position seeing its ancestors only). The loss is the same; the
+tokens run are a fraction of one row per context (each transition alone is two renders of ~1,000 tokens).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +36,17 @@ import torch.nn.functional as F  # noqa: N812 - the usual name
 from transformers import EvalPrediction, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
+from prm_gym.prm import shared_prefix as sharing
 from prm_gym.prm.inverse import TRANSITIONS_FILE, Transition, load_transitions, load_transitions_config
-from prm_gym.prm.model import ProcessRewardModel, head_logits
+from prm_gym.prm.model import ProcessRewardModel, head_logits, position_logits
+from prm_gym.prm.token_trie import TokenTrie, additive_mask
 from prm_gym.prm.train_config import InversePRMSettings, TrainInversePRMConfig, shared_settings
-from prm_gym.prm.training import RewardModelTrainer, auc, fit_reward_model, split_by_game
+from prm_gym.prm.training import PAD_LABEL, RewardModelTrainer, auc, fit_reward_model, split_by_game
 
-__all__ = ["InversePRMConfig", "InversePRMTrainer", "inverse_metrics", "train_inverse_prm"]
+__all__ = ["InversePRMConfig", "InversePRMTrainer", "TransitionPack", "inverse_metrics", "pack_transitions",
+           "train_inverse_prm"]  # fmt: skip
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,13 +76,85 @@ class InversePRMConfig(InversePRMSettings, TrainingArguments):
         super().__post_init__()
 
 
+@dataclass(frozen=True)
+class TransitionPack:
+    """Transitions whose contexts run as one token trie: where each one's Q(s, a) and Q(s', a') are read."""
+
+    trie: TokenTrie
+    #: Per transition: the node where (s, a) ends, where (s', a') ends (-1 when final), its label and weight.
+    ends: list[int]
+    next_ends: list[int]
+    labels: list[float]
+    weights: list[float]
+
+
+def pack_transitions(
+    items: Sequence[Mapping[str, Any]], token_ids: Any, max_tokens: int
+) -> list[TransitionPack]:
+    """Return ``items`` (``{"transition", "weight"}``) packed into token tries of at most ``max_tokens`` nodes.
+
+    Transitions are taken in the order of their tokens (those of (s', a'), or of (s, a) when final), so that
+    neighbours share their start; a transition that alone exceeds ``max_tokens`` gets a pack of its own.
+    ``token_ids`` renders contexts to model input ids (:meth:`ProcessRewardModel.token_ids`).
+
+    Example:
+        >>> from prm_gym.prm.context import Context
+        >>> start = Context("task", observation="intro", game_file="g")
+        >>> then = start.propose("go").advance("here", {})
+        >>> moves = [Transition(start.propose("go"), then.propose(a), expert, "d")
+        ...          for a, expert in [("take", True), ("look", False)]]
+        >>> words = {word: i for i, word in enumerate(["intro", "go", "here", "take", "look"])}
+        >>> def ids(contexts):  # a toy renderer, append-only as the real one: one token per word
+        ...     return [[words[w] for turn in c.history for w in turn] + [words[c.observation], words[c.action]]
+        ...             for c in contexts]
+        >>> (pack,) = pack_transitions([{"transition": t, "weight": 1.0} for t in moves], ids, max_tokens=64)
+        >>> len(pack.trie), pack.ends, pack.next_ends, pack.labels
+        (5, [1, 1], [3, 4], [1.0, 0.0])
+    """
+    transitions = [item["transition"] for item in items]
+    firsts = token_ids([t.context for t in transitions])
+    following = [i for i, t in enumerate(transitions) if not t.final]
+    nexts: list[list[int] | None] = [None] * len(transitions)
+    for i, ids in zip(following, token_ids([transitions[i].next_context for i in following]), strict=True):
+        nexts[i] = ids
+    order = sorted(range(len(transitions)), key=lambda i: nexts[i] or firsts[i])
+    groups: list[tuple[TokenTrie, list[int]]] = []
+    for i in order:
+        sequences = [ids for ids in (nexts[i], firsts[i]) if ids is not None]
+        trie = groups[-1][0] if groups else TokenTrie()
+        need = trie.new_nodes(sequences[0]) + (0 if _starts(sequences[0], firsts[i]) else len(firsts[i]))
+        if not groups or len(trie) + need > max_tokens:
+            groups.append((TokenTrie(), []))
+        trie, rows = groups[-1]
+        rows.append(i)
+        for ids in sequences:
+            trie.add(ids)
+    return [
+        TransitionPack(
+            trie,
+            ends=[trie.add(firsts[r])[-1] for r in rows],  # already in the trie: its nodes, none added
+            next_ends=[-1 if nexts[r] is None else trie.add(nexts[r])[-1] for r in rows],  # type: ignore[arg-type]
+            labels=[float(transitions[r].expert) for r in rows],
+            weights=[float(items[r]["weight"]) for r in rows],
+        )
+        for trie, rows in groups
+    ]
+
+
+def _starts(whole: Sequence[int] | None, start: Sequence[int]) -> bool:
+    """Whether ``start`` is the start of ``whole`` (so that its nodes are ``whole``'s)."""
+    return whole is not None and list(whole[: len(start)]) == list(start)
+
+
 class _Collator:
-    """Encodes a batch's (s, a) contexts, then its (s', a') contexts, as one padded batch of the PRM's inputs."""
+    """Encodes a batch: its (s, a) contexts then its (s', a') ones as padded rows, or its packs as token tries."""
 
     def __init__(self, prm: ProcessRewardModel) -> None:
         self.prm = prm
 
     def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if "pack" in items[0]:
+            return self._packs([item["pack"] for item in items])
         following = [item["transition"].next_context for item in items if not item["transition"].final]
         batch = self.prm.encode([item["transition"].context for item in items] + following)
         return {
@@ -79,6 +164,40 @@ class _Collator:
             "weights": torch.tensor([item["weight"] for item in items], dtype=torch.float32),
             "has_next": torch.tensor([not item["transition"].final for item in items]),
         }
+
+    def _packs(self, packs: Sequence[TransitionPack]) -> dict[str, torch.Tensor]:
+        """Each pack's trie as one row (nodes at their depths, each seeing its ancestors), padded to the longest."""
+        width = max(len(pack.trie) for pack in packs)
+        ids = torch.full((len(packs), width), self.prm.tokenizer.pad_token_id, dtype=torch.long)
+        positions = torch.zeros(len(packs), width, dtype=torch.long)
+        allowed = torch.eye(width, dtype=torch.bool).repeat(len(packs), 1, 1)  # padding sees itself
+        for row, pack in enumerate(packs):
+            nodes = len(pack.trie)
+            ids[row, :nodes] = torch.tensor(pack.trie.tokens)
+            positions[row, :nodes] = torch.tensor(pack.trie.depths)
+            allowed[row, :nodes, :nodes] = pack.trie.ancestry()
+        reads = [(row, end, next_end) for row, pack in enumerate(packs)
+                 for end, next_end in zip(pack.ends, pack.next_ends, strict=True)]  # fmt: skip
+        rows, ends, next_ends = (torch.tensor(column) for column in zip(*reads, strict=True))
+        return {
+            "input_ids": ids,
+            "attention_mask": additive_mask(allowed, next(self.prm.model.parameters()).dtype)[:, None],
+            "position_ids": positions,
+            "rows": rows,
+            "ends": ends,
+            "next_ends": next_ends,
+            # One row per pack, padded: the Trainer's evaluation keeps as many rows as items.
+            "labels": _per_pack([pack.labels for pack in packs], PAD_LABEL),
+            "weights": _per_pack([pack.weights for pack in packs], 0.0),
+        }
+
+
+def _per_pack(values: Sequence[Sequence[float]], pad: float) -> torch.Tensor:
+    """Return one row per pack of its per-transition ``values``, padded with ``pad`` to the longest."""
+    table = torch.full((len(values), max(map(len, values))), pad, dtype=torch.float32)
+    for row, pack_values in enumerate(values):
+        table[row, : len(pack_values)] = torch.tensor(pack_values, dtype=torch.float32)
+    return table
 
 
 class InversePRMTrainer(RewardModelTrainer):
@@ -118,11 +237,18 @@ class InversePRMTrainer(RewardModelTrainer):
                 f"{counts['expert']} expert and {counts['policy']} policy ones. Give both demonstrations and "
                 "rollouts of the policy on the same games."
             )
+        train_set = _balanced(train)
         valid_set = _balanced(valid) if valid and len({t.expert for t in valid}) == 2 else []
+        unpackable = sharing.unsupported(prm.model) if args.pack_tokens else None
+        if unpackable:
+            logger.warning("Training one row per context, no packed transitions: %s.", unpackable)
+        if args.pack_tokens and not unpackable:
+            train_set = [{"pack": pack} for pack in pack_transitions(train_set, prm.token_ids, args.pack_tokens)]
+            valid_set = [{"pack": pack} for pack in pack_transitions(valid_set, prm.token_ids, args.pack_tokens)]
         super().__init__(
             prm,
             args,
-            _balanced(train),
+            train_set,
             valid_set,
             no_validation=f"No validation transitions of both classes ({len(valid)} held-out transitions): training "
             "without evaluation. Transitions from more games, or a larger validation_fraction, give a validation set.",
@@ -139,6 +265,8 @@ class InversePRMTrainer(RewardModelTrainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Balanced BCE of ``f = Q(s, a) - gamma * Q(s', a')`` against expert (1) or policy (0)."""
+        if "ends" in inputs:
+            return self._packed_loss(model, inputs, return_outputs)
         labels, weights, has_next = inputs.pop("labels"), inputs.pop("weights"), inputs.pop("has_next")
         q = head_logits(model, inputs)
         rows = len(labels)
@@ -148,6 +276,26 @@ class InversePRMTrainer(RewardModelTrainer):
         losses = F.binary_cross_entropy_with_logits(f, labels.to(f.device), reduction="none")
         loss = (weights.to(f.device) * losses).mean()
         return (loss, {"logits": f}) if return_outputs else loss
+
+    def _packed_loss(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return the same loss on packs: Q(s, a) and Q(s', a') read at their contexts' last nodes, one forward."""
+        labels, weights = inputs.pop("labels"), inputs.pop("weights")
+        rows, ends, next_ends = inputs.pop("rows"), inputs.pop("ends"), inputs.pop("next_ends")
+        has_next = next_ends >= 0
+        reads = torch.cat([rows, rows[has_next]]), torch.cat([ends, next_ends[has_next]])
+        logits = position_logits(model, inputs, *reads)
+        q, next_q = logits[: len(rows)], torch.zeros_like(logits[: len(rows)])
+        next_q[has_next.to(q.device)] = logits[len(rows) :]
+        f = q - self.args.gamma * next_q  # type: ignore[attr-defined]
+        listed = labels != PAD_LABEL  # the padded rows' real entries, in the order of the reads
+        terms = F.binary_cross_entropy_with_logits(f, labels[listed].to(f.device), reduction="none")
+        loss = (weights[listed].to(f.device) * terms).mean()
+        if not return_outputs:
+            return loss
+        per_pack = torch.full(labels.shape, PAD_LABEL, device=f.device).masked_scatter(listed.to(f.device), f.detach())
+        return loss, {"logits": per_pack}
 
 
 def _balanced(transitions: Sequence[Transition]) -> list[dict[str, Any]]:
@@ -166,7 +314,9 @@ def inverse_metrics(prediction: EvalPrediction) -> dict[str, float | None]:
         {'accuracy': 0.75, 'auc': 1.0}
     """
     f = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1)
-    expert = np.asarray(prediction.label_ids, dtype=np.float64).reshape(-1) > 0.5
+    labels = np.asarray(prediction.label_ids, dtype=np.float64).reshape(-1)
+    listed = labels != PAD_LABEL  # packs' padding
+    f, expert = f[listed], labels[listed] > 0.5
     return {"accuracy": float(np.mean((f > 0) == expert)), "auc": auc(f, expert)}
 
 

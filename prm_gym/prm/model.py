@@ -372,14 +372,19 @@ def position_logits(
 
     One forward of a whole episode's render reads the head at the end of every action in it: by causal
     attention, the head at a position sees exactly the tokens up to it, as :func:`head_logits` on that prefix
-    alone would (whole-episode PRM training). ``model`` is a decoder classifier :func:`shared_prefix.unsupported
-    <prm_gym.prm.shared_prefix.unsupported>` accepts, or a peft model around one.
+    alone would (whole-episode PRM training). A batch with ``position_ids`` and a 4D ``attention_mask`` runs
+    token tries (:class:`~prm_gym.prm.token_trie.TokenTrie`: packed InversePRM transitions) the same way.
+    ``model`` is a decoder classifier :func:`shared_prefix.unsupported <prm_gym.prm.shared_prefix.unsupported>`
+    accepts, or a peft model around one.
     """
     classifier = sharing.decoder_classifier(model)
     backbone = getattr(classifier, classifier.base_model_prefix)
     device = next(model.parameters()).device
+    position_ids = batch.get("position_ids")
     hidden = backbone(
-        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        position_ids=None if position_ids is None else position_ids.to(device),
     ).last_hidden_state
     return classifier.score(hidden[rows.to(device), positions.to(device)]).squeeze(-1).float()
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from prm_gym.prm.prefix_cache import CachedPrefix, PrefixCache, cache_layers, reuse_unsupported
+from prm_gym.prm.token_trie import additive_mask
 
 __all__ = ["MIN_SHARED_TOKENS", "PrefixGroup", "group_logits", "plan_groups", "unsupported"]
 
@@ -205,8 +206,7 @@ def _pack_mask(ends: torch.Tensor, prefix: int, dtype: torch.dtype) -> torch.Ten
     index = torch.arange(total)
     allowed = (suffix_of[:, None] == suffix_of[None, :]) & (index[None, :] <= index[:, None])
     allowed = torch.cat([torch.ones(total, prefix, dtype=torch.bool), allowed], dim=1)
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-    return mask[None, None]
+    return additive_mask(allowed, dtype)[None, None]
 
 
 def decoder_classifier(model: Any) -> Any:

@@ -59,6 +59,12 @@ class InversePRMSettings(RewardTrainingSettings):
 
     #: gamma in the classifier's logit Q(s, a) - gamma * Q(s', a') (the paper's 0.95).
     gamma: float = 0.95
+    #: Run transitions whose contexts start alike as one token trie of at most this many tokens: the renderer is
+    #: append-only, so (s, a) is the start of (s', a') and one episode's transitions share its history; one
+    #: forward then reads Q at the end of each context (:mod:`prm_gym.prm.inverse_training`). A batch then holds
+    #: ``per_device_train_batch_size`` packs (1-2 of 2,048 tokens fit a 24 GB CPU machine). 0: one row per
+    #: context (as models that cannot, encoders, always run).
+    pack_tokens: int = 2048
 
 
 def shared_settings(config: RewardTrainingSettings, settings: type[RewardTrainingSettings]) -> dict[str, Any]:
