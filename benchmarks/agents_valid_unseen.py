@@ -56,7 +56,7 @@ def main() -> None:
         start = time.perf_counter()
         for task in TASK_TYPES.values():
             config = EvalConfig(**{**vars(base), "split": args.split, "task_types": (task.label,)})
-            config.num_games = args.games_per_type
+            config.num_games, config.game_selection = args.games_per_type, "first"
             config.output_dir = str(Path(args.output_dir) / name / task.label)
             results += evaluate(agent, config, progress=False)
         seconds = time.perf_counter() - start

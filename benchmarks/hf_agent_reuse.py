@@ -60,7 +60,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     base = HFAgent.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     print(f"machine: {machine()}; torch threads {torch.get_num_threads()}; {base.device}, {base.model.dtype}")
-    config = EvalConfig(split=args.split, num_games=args.games, num_envs=args.games, max_episode_steps=args.steps)
+    config = EvalConfig(split=args.split, num_games=args.games, num_envs=args.games, max_episode_steps=args.steps,
+                        game_selection="first")  # the games RESULTS.md reports
     warm_up = dataclasses.replace(config, num_games=1, num_envs=1, max_episode_steps=2)
     print(f"{args.games} games of {args.split}, cap {args.steps} steps, generate max_new_tokens {args.max_new_tokens}")
     print(f"{'mode':9} {'reuse':5} {'s/step':>7} {'steps':>5} {'won':>3} {'seconds':>8} {'actions != off':>14}")

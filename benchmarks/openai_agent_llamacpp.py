@@ -107,7 +107,8 @@ def main() -> None:
             max_retries=1,
         )
         with OpenAICompatibleAgent(config) as agent:
-            eval_config = EvalConfig(split=args.split, num_games=args.games, max_episode_steps=args.max_steps)
+            eval_config = EvalConfig(split=args.split, num_games=args.games, game_selection="first",
+                                     max_episode_steps=args.max_steps)
             start = time.perf_counter()
             results = evaluate(agent, eval_config)
             elapsed = time.perf_counter() - start

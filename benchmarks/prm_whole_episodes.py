@@ -51,8 +51,9 @@ def main() -> None:
     if options.threads:
         torch.set_num_threads(options.threads)
     folder = Path(tempfile.mkdtemp())
-    config = CollectConfig(split="train", num_games=options.games, repeats=options.repeats, expert_prefix_share=0.5,
-                           max_episode_steps=30, output_dir=str(folder / "rollouts"))  # fmt: skip
+    config = CollectConfig(split="train", num_games=options.games, game_selection="first", repeats=options.repeats,
+                           expert_prefix_share=0.5, max_episode_steps=30,
+                           output_dir=str(folder / "rollouts"))  # fmt: skip
     episodes = load_episodes(collect_rollouts(RandomAgent(seed=0), config, progress=False))
     rows = compute_targets(episodes, TargetsConfig())
     prompt = PromptConfig(max_prompt_tokens=options.max_prompt_tokens)

@@ -44,6 +44,7 @@ def play(agent: str, split: str, games_per_type: int | None, folder: Path) -> li
     for task in TASK_TYPES.values():
         config = EvalConfig(agent=agent, split=split, task_types=(task.label,))  # type: ignore[arg-type]
         config.output_dir, config.num_games = str(folder / agent / task.label), games_per_type
+        config.game_selection = "first"  # the games RESULTS.md reports
         episodes += evaluate(make_agent(config, seed=config.seed), config, progress=False)
     return episodes
 

@@ -44,8 +44,8 @@ def main() -> None:
     print(machine())
     root = tempfile.mkdtemp(prefix="ray_executor_")
     base = CollectConfig(
-        split=args.split, num_games=args.games, repeats=args.repeats, num_envs=args.num_envs, backend="fast",
-        vectorization="sync", output_dir=root,
+        split=args.split, num_games=args.games, game_selection="first", repeats=args.repeats, num_envs=args.num_envs,
+        backend="fast", vectorization="sync", output_dir=root,
     )  # fmt: skip
     runs = [
         ("local, sync sub-envs", {"vectorization": "sync"}, False),

@@ -127,3 +127,18 @@ def test_the_openai_agent_plays_from_both_commands(command, tmp_path, capsys):
     assert len(episodes) == 2 and all(len(e.steps) == 2 for e in episodes) and len(requests) == 4
     assert all(e.agent == "openai" and e.reasons == ["It is listed first."] * 2 for e in episodes)
     assert json.loads((tmp_path / "config.json").read_text())["config"]["openai"]["base_url"] == server.url
+
+
+def test_num_games_spreads_over_the_split_so_every_task_type_comes(alfworld_data_dir):
+    """The train split is sorted by task type: its first 100 games are all Look tasks. num_games takes an evenly
+    spread subset by default (every task type, in proportion), the first N only when asked."""
+    spread = RunConfig(split="train", num_games=100).games()
+    first = RunConfig(split="train", num_games=100, game_selection="first").games()
+    every = RunConfig(split="train").games()
+    task_types = {path.parts[-3].split("-")[0] for path in every}
+    assert len(task_types) == 6 and len(spread) == len(set(spread)) == 100
+    assert {path.parts[-3].split("-")[0] for path in spread} == task_types
+    assert {path.parts[-3].split("-")[0] for path in first} == {"look_at_obj_in_light"} and first == every[:100]
+    assert spread[0] == every[0] and set(spread) <= set(every)
+    with pytest.raises(ValueError, match="`game_selection` should be 'spread' or 'first'"):
+        RunConfig(game_selection="random")  # type: ignore[arg-type]

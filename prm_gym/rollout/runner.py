@@ -44,7 +44,7 @@ import typing
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -72,6 +72,7 @@ __all__ = [
     "prefix_length",
     "privileged_info",
     "run_episodes",
+    "select_games",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ EXECUTION_FIELDS = (
     "openai.api_key_env", "openai.timeout_s", "openai.max_retries", "openai.backoff_s", "openai.backoff_factor",
     "openai.backoff_max_s", "openai.max_concurrency", "executor", "ray_address", "ray_actors", "ray_gpus_per_actor",
 )  # fmt: skip
+T = TypeVar("T")
+
 #: What a waiting sub-env is sent (an empty command: "Nothing happens.").
 _IDLE_ACTION = ""
 
@@ -95,8 +98,11 @@ class RunConfig:
     split: str = "valid_unseen"
     #: Task types to keep (ids 1-6, names, or labels such as Pick2); empty keeps all.
     task_types: tuple[str, ...] = ()
-    #: Play only the first N games of the split (all when unset).
+    #: Play only N games of the split (all when unset), chosen as ``game_selection`` says.
     num_games: int | None = None
+    #: How ``num_games`` picks its games: "spread", evenly over the split's sorted list (which groups games by
+    #: task type, so every type comes in proportion); "first", the first N (of one or two task types only).
+    game_selection: Literal["spread", "first"] = "spread"
     #: Step cap per episode (the paper uses 30).
     max_episode_steps: int = 30
     #: Base seed of the episodes' env and agent seeds.
@@ -132,6 +138,8 @@ class RunConfig:
                 raise ValueError(f"`{name}` should be at least 1. Received {getattr(self, name)}.")
         if self.num_games is not None and self.num_games < 1:
             raise ValueError(f"`num_games` should be at least 1 (or unset for all games). Received {self.num_games}.")
+        if self.game_selection not in ("spread", "first"):
+            raise ValueError(f"`game_selection` should be 'spread' or 'first'. Received {self.game_selection!r}.")
         if self.vectorization not in ("sync", "async"):
             raise ValueError(f"`vectorization` should be 'sync' or 'async'. Received {self.vectorization!r}.")
         if self.backend not in BACKENDS:
@@ -146,7 +154,21 @@ class RunConfig:
     def games(self) -> list[Path]:
         """Return the games the run plays, in order (game index = position)."""
         games = list_games(self.split, data_dir=self.data_dir, task_types=self.task_types or None)
-        return games[: self.num_games]
+        return select_games(games, self.num_games, self.game_selection)
+
+
+def select_games(games: Sequence[T], count: int | None, selection: str = "spread") -> list[T]:
+    """Return ``count`` of ``games`` (all when ``None``): evenly spread over the list, or its first ones.
+
+    Example:
+        >>> select_games(list("aabbbcc"), 3), select_games(list("aabbbcc"), 3, "first")
+        (['a', 'b', 'b'], ['a', 'a', 'b'])
+    """
+    if count is None or count >= len(games):
+        return list(games)
+    if selection == "first":
+        return list(games[:count])
+    return [games[i * len(games) // count] for i in range(count)]
 
 
 @dataclass(frozen=True)
