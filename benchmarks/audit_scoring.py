@@ -25,7 +25,7 @@ from prm_gym.rollout import load_episodes
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", default="../runs/agentprm-cpu/eval/pi0-s0", help="episodes (prm-gym eval)")
-    parser.add_argument("--reward-model", default="agentprm-cpu/q0/model", help="a prm-gym train-prm folder")
+    parser.add_argument("--reward-model", default="agentprm-cpu/look-only/q0/model", help="a train-prm folder")
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
