@@ -14,6 +14,7 @@ from prm_gym.prm.targets import (
     load_targets,
     preference_pairs,
     save_targets,
+    spread_games,
     step_return,
 )
 from prm_gym.rollout import Episode, Step
@@ -110,12 +111,14 @@ def in_game(episode, game):
     return dataclasses.replace(episode, steps=tuple(steps))
 
 
-def test_num_games_keeps_the_rollouts_of_the_first_games_only():
+def test_num_games_keeps_the_rollouts_of_games_spread_over_their_order():
     rollouts = [in_game(WON, "g1"), in_game(LOST, "g2"), in_game(LOST, "g1")]
     rows = compute_targets(rollouts, TargetsConfig(gamma=0.5, num_games=1))
     assert {row.game_file for row in rows} == {"g1"}
     assert by_action_and_turn(rows) == by_action_and_turn(compute_targets([WON, LOST], HALF))  # g1's two rollouts
     assert len(compute_targets(rollouts, TargetsConfig(num_games=5))) == len(compute_targets(rollouts))
+    four = [*rollouts, in_game(WON, "g3"), in_game(LOST, "g4")]  # games listed g1, g2, g3, g4: every other one
+    assert [e.steps[0].context.game_file for e in spread_games(four, 2)] == ["g1", "g1", "g3"]
 
 
 def test_preference_pairs_compare_actions_at_one_state():

@@ -24,7 +24,7 @@ from prm_gym.loops.config import LoopConfig
 from prm_gym.policy.sft_config import SFTConfig
 from prm_gym.prm.inverse import TransitionsConfig, resample_next_actions, save_transitions, select_transitions
 from prm_gym.prm.target_summary import target_shares
-from prm_gym.prm.targets import TargetsConfig, compute_targets, first_games, save_targets
+from prm_gym.prm.targets import TargetsConfig, compute_targets, save_targets, spread_games
 from prm_gym.report import ReportConfig, build_report
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts
 from prm_gym.rollout.runner import EXECUTION_FIELDS, open_run_agent
@@ -149,7 +149,7 @@ def make_targets(
         ValueError: when the rollouts give no target (see :func:`~prm_gym.prm.targets.save_targets`).
     """
     source = load_run_config(rollouts)  # read first: a damaged file must not wait for the targets
-    episodes = first_games(load_episodes(rollouts), config.num_games)
+    episodes = spread_games(load_episodes(rollouts), config.num_games)
     targets = compute_targets(episodes, config, progress=progress)
     folder = save_targets(targets, output_dir, config, source=source)
     states = len({row.state_key for row in targets})

@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 
 from tqdm.auto import tqdm
 
+from prm_gym.envs.alfworld.data import select_games
 from prm_gym.io import read_folder_config, read_rows_folder, write_rows_folder
 from prm_gym.prm.context import Context
 
@@ -45,7 +46,7 @@ __all__ = [
     "TargetRow",
     "TargetsConfig",
     "compute_targets",
-    "first_games",
+    "spread_games",
     "load_targets",
     "normalised_q",
     "preference_pairs",
@@ -81,8 +82,9 @@ class TargetsConfig:
     #: Steps of an expert prefix (rollouts that start along the walkthrough) that are targets: "last" (the one
     #: pi0 plays on from: its return samples Q^pi0), "all" or "none" (see :func:`target_steps`).
     expert_steps: Literal["last", "all", "none"] = "last"
-    #: Use only the rollouts of the first this many games (in the rollouts' order); None: all of them. A smaller
-    #: training set from the same rollouts: the paper's PRM trained on few vs many rollouts.
+    #: Use only the rollouts of this many of their games, spread evenly over the rollouts' order (every task type
+    #: when the rollouts' games are spread); None: all of them. A smaller training set from the same rollouts:
+    #: the paper's PRM trained on few vs many rollouts.
     num_games: int | None = None
 
     def __post_init__(self) -> None:
@@ -146,27 +148,24 @@ class EpisodeRecord(Protocol):
         ...
 
 
-def first_games(episodes: Iterable[EpisodeRecord], num_games: int | None) -> list[EpisodeRecord]:
-    """Return the episodes of the first ``num_games`` games they list (by their first step's game), or all.
+def spread_games(episodes: Iterable[EpisodeRecord], num_games: int | None) -> list[EpisodeRecord]:
+    """Return the episodes of ``num_games`` of the games they list (by their first step's game), or all.
+
+    The games are taken evenly spread over the order in which the episodes list them
+    (:func:`~prm_gym.envs.alfworld.data.select_games`), so that a subset of rollouts collected on games spread
+    over the task types still covers every type.
 
     Example:
         >>> from types import SimpleNamespace as Record
         >>> played = [Record(steps=[Record(context=Context("t", observation="o", game_file=game))])
-        ...           for game in ("g1", "g2", "g1", "g3")]
-        >>> [e.steps[0].context.game_file for e in first_games(played, 2)]
-        ['g1', 'g2', 'g1']
+        ...           for game in ("g1", "g2", "g1", "g3", "g4")]
+        >>> [e.steps[0].context.game_file for e in spread_games(played, 2)]
+        ['g1', 'g1', 'g3']
     """
-    if num_games is None:
-        return list(episodes)
-    games: set[str | None] = set()
-    kept = []
-    for episode in episodes:
-        game = episode.steps[0].context.game_file
-        if game not in games and len(games) < num_games:
-            games.add(game)
-        if game in games:
-            kept.append(episode)
-    return kept
+    episodes = list(episodes)
+    games = list(dict.fromkeys(episode.steps[0].context.game_file for episode in episodes))
+    kept = set(select_games(games, num_games))
+    return [episode for episode in episodes if episode.steps[0].context.game_file in kept]
 
 
 def step_return(won: bool, steps_to_end: int, config: TargetsConfig, t: int | None = None) -> float:
@@ -319,7 +318,7 @@ def compute_targets(
         episodes: Rollouts (:func:`prm_gym.rollout.load_episodes`, or any :class:`EpisodeRecord`); each step's
             context has its action.
         config: Discount, outcomes, ``min_visits``, which expert-prefix steps count (:func:`target_steps`) and
-            how many games' rollouts (:func:`first_games`); the paper's defaults when omitted.
+            how many games' rollouts (:func:`spread_games`); the paper's defaults when omitted.
         progress: Show a progress bar over episodes.
 
     Returns:
@@ -341,7 +340,7 @@ def compute_targets(
     wins: dict[str, int] = {}
     first: dict[str, Context] = {}
     count = 0
-    for episode in tqdm(first_games(episodes, config.num_games), desc="targets", unit="episode",
+    for episode in tqdm(spread_games(episodes, config.num_games), desc="targets", unit="episode",
                         disable=not progress):  # fmt: skip
         count += 1
         length = len(episode.steps)

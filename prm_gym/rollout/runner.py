@@ -44,7 +44,7 @@ import typing
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from prm_gym.agents.base import Agent
 from prm_gym.agents.registry import AgentConfig, make_agent
-from prm_gym.envs.alfworld.data import list_games
+from prm_gym.envs.alfworld.data import list_games, select_games
 from prm_gym.envs.alfworld.env import BACKENDS, DEFAULT_BACKEND
 from prm_gym.envs.text_game_env import PRIVILEGED_INFO
 from prm_gym.envs.vector import sub_env_info
@@ -72,7 +72,6 @@ __all__ = [
     "prefix_length",
     "privileged_info",
     "run_episodes",
-    "select_games",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,8 +83,6 @@ EXECUTION_FIELDS = (
     "openai.api_key_env", "openai.timeout_s", "openai.max_retries", "openai.backoff_s", "openai.backoff_factor",
     "openai.backoff_max_s", "openai.max_concurrency", "executor", "ray_address", "ray_actors", "ray_gpus_per_actor",
 )  # fmt: skip
-T = TypeVar("T")
-
 #: What a waiting sub-env is sent (an empty command: "Nothing happens.").
 _IDLE_ACTION = ""
 
@@ -155,20 +152,6 @@ class RunConfig:
         """Return the games the run plays, in order (game index = position)."""
         games = list_games(self.split, data_dir=self.data_dir, task_types=self.task_types or None)
         return select_games(games, self.num_games, self.game_selection)
-
-
-def select_games(games: Sequence[T], count: int | None, selection: str = "spread") -> list[T]:
-    """Return ``count`` of ``games`` (all when ``None``): evenly spread over the list, or its first ones.
-
-    Example:
-        >>> select_games(list("aabbbcc"), 3), select_games(list("aabbbcc"), 3, "first")
-        (['a', 'b', 'b'], ['a', 'a', 'b'])
-    """
-    if count is None or count >= len(games):
-        return list(games)
-    if selection == "first":
-        return list(games[:count])
-    return [games[i * len(games) // count] for i in range(count)]
 
 
 @dataclass(frozen=True)

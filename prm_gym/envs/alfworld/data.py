@@ -23,8 +23,9 @@ import tarfile
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from tqdm.auto import tqdm
 
@@ -40,6 +41,7 @@ __all__ = [
     "find_data_dir",
     "list_games",
     "prepare_data",
+    "select_games",
 ]
 
 logger = logging.getLogger(__name__)
@@ -381,3 +383,20 @@ def _check_tar_end(tf: tarfile.TarFile, archive: Path) -> None:
     if zeros < tarfile.BLOCKSIZE:
         raise ValueError(f"{archive} is truncated: it ends after its member {last!r}, without the end-of-archive "
                          "marker; get it again.")
+
+
+T = TypeVar("T")
+
+
+def select_games(games: Sequence[T], count: int | None, selection: str = "spread") -> list[T]:
+    """Return ``count`` of ``games`` (all when ``None``): evenly spread over the list, or its first ones.
+
+    Example:
+        >>> select_games(list("aabbbcc"), 3), select_games(list("aabbbcc"), 3, "first")
+        (['a', 'b', 'b'], ['a', 'a', 'b'])
+    """
+    if count is None or count >= len(games):
+        return list(games)
+    if selection == "first":
+        return list(games[:count])
+    return [games[i * len(games) // count] for i in range(count)]
