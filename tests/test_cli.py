@@ -25,9 +25,9 @@ def test_eval_prints_table_1(alfworld_data_dir):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "walkthrough on valid_unseen (3 games, cap 30 steps)"
-    assert lines[1].split() == ["All", "Look"]  # the first 3 games of Look+Pick2, in path order, are all Look
-    assert lines[2].split() == ["success", "%", "100.0", "100.0"]
-    assert lines[4].split() == ["#games", "3", "3"]
+    assert lines[1].split() == ["All", "Look", "Pick2"]  # 3 games spread over Look's 18 and Pick2's 17
+    assert lines[2].split() == ["success", "%", "100.0", "100.0", "100.0"]
+    assert lines[4].split() == ["#games", "3", "2", "1"]
 
 
 def test_unknown_split_is_one_clear_line(alfworld_data_dir):

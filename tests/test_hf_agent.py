@@ -47,7 +47,7 @@ def assert_played_admissibly(results, cap: int) -> None:
     assert [(r.won, len(r.steps)) for r in results] == [(False, cap)] * len(results)
     env = gym.make("prm_gym/ALFWorld-v0", split="tiny", privileged=("walkthrough",))
     for result in results:
-        _, info = env.reset(options={"game": result.game_index})
+        _, info = env.reset(options={"game": result.game_file})
         assert info["game_file"] == result.game_file and len(info["walkthrough"]) > cap
         for action in result.actions:
             assert action in info["admissible_commands"]
