@@ -265,3 +265,8 @@ def test_packed_validation_gives_the_per_row_metrics(episodes, tmp_path):
     per_row, packed = metrics
     for name in ("eval_loss", "eval_auc", "eval_accuracy"):
         assert packed[name] == pytest.approx(per_row[name], abs=1e-4), name
+
+
+def test_a_negative_pack_budget_is_one_clear_error():
+    with pytest.raises(ValueError, match=r"`pack_tokens` should be 0 \(one row per context\) or more. Received -1"):
+        InversePRMConfig(output_dir="/tmp/unused", use_cpu=True, pack_tokens=-1)

@@ -71,6 +71,8 @@ class InversePRMConfig(InversePRMSettings, TrainingArguments):
             raise ValueError(f"`gamma` should be in [0, 1]. Received {self.gamma}.")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"`validation_fraction` should be in [0, 1). Received {self.validation_fraction}.")
+        if self.pack_tokens < 0:
+            raise ValueError(f"`pack_tokens` should be 0 (one row per context) or more. Received {self.pack_tokens}.")
         if self.validation_fraction == 0:
             self.eval_strategy = "no"  # nothing to evaluate
         super().__post_init__()
