@@ -41,7 +41,15 @@ from prm_gym.prm.inverse import TRANSITIONS_FILE, Transition, load_transitions, 
 from prm_gym.prm.model import ProcessRewardModel, head_logits, position_logits
 from prm_gym.prm.token_trie import TokenTrie, additive_mask
 from prm_gym.prm.train_config import InversePRMSettings, TrainInversePRMConfig, shared_settings
-from prm_gym.prm.training import PAD_LABEL, RewardModelTrainer, auc, fit_reward_model, split_by_game
+from prm_gym.prm.training import (
+    PAD_LABEL,
+    RewardModelTrainer,
+    as_padded,
+    auc,
+    fit_reward_model,
+    padded_rows,
+    split_by_game,
+)
 
 __all__ = ["InversePRMConfig", "InversePRMTrainer", "TransitionPack", "inverse_metrics", "pack_transitions",
            "train_inverse_prm"]  # fmt: skip
@@ -188,18 +196,9 @@ class _Collator:
             "rows": rows,
             "ends": ends,
             "next_ends": next_ends,
-            # One row per pack, padded: the Trainer's evaluation keeps as many rows as items.
-            "labels": _per_pack([pack.labels for pack in packs], PAD_LABEL),
-            "weights": _per_pack([pack.weights for pack in packs], 0.0),
+            "labels": padded_rows([pack.labels for pack in packs], PAD_LABEL),  # one row per pack
+            "weights": padded_rows([pack.weights for pack in packs], 0.0),
         }
-
-
-def _per_pack(values: Sequence[Sequence[float]], pad: float) -> torch.Tensor:
-    """Return one row per pack of its per-transition ``values``, padded with ``pad`` to the longest."""
-    table = torch.full((len(values), max(map(len, values))), pad, dtype=torch.float32)
-    for row, pack_values in enumerate(values):
-        table[row, : len(pack_values)] = torch.tensor(pack_values, dtype=torch.float32)
-    return table
 
 
 class InversePRMTrainer(RewardModelTrainer):
@@ -294,10 +293,7 @@ class InversePRMTrainer(RewardModelTrainer):
         listed = labels != PAD_LABEL  # the padded rows' real entries, in the order of the reads
         terms = F.binary_cross_entropy_with_logits(f, labels[listed].to(f.device), reduction="none")
         loss = (weights[listed].to(f.device) * terms).mean()
-        if not return_outputs:
-            return loss
-        per_pack = torch.full(labels.shape, PAD_LABEL, device=f.device).masked_scatter(listed.to(f.device), f.detach())
-        return loss, {"logits": per_pack}
+        return (loss, {"logits": as_padded(labels, f)}) if return_outputs else loss
 
 
 def _balanced(transitions: Sequence[Transition]) -> list[dict[str, Any]]:

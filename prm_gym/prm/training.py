@@ -156,11 +156,10 @@ class _Collator:
                 "attention_mask": batch["attention_mask"],
                 "rows": torch.tensor([i for i, e in enumerate(episodes) for _ in e.positions]),
                 "positions": torch.tensor([p for e in episodes for p in e.positions]),
-                # One row per episode, padded: the Trainer's evaluation keeps as many rows as items (flat
-                # per-position labels would be cut to that count), and pads its batches as these are.
-                "labels": _per_episode([e.q for e in episodes], PAD_LABEL),
-                "success": _per_episode([e.success for e in episodes], PAD_LABEL),
-                "weights": _per_episode([e.weights for e in episodes], 0.0),
+                # One row per episode, padded (see padded_rows); the Trainer pads its batches as these are.
+                "labels": padded_rows([e.q for e in episodes], PAD_LABEL),
+                "success": padded_rows([e.success for e in episodes], PAD_LABEL),
+                "weights": padded_rows([e.weights for e in episodes], 0.0),
             }
         if "rejected" in items[0]:  # a preference pair: the chosen contexts first, then the rejected ones
             contexts = [item["chosen"] for item in items] + [item["rejected"] for item in items]
@@ -179,12 +178,26 @@ class _Collator:
         }
 
 
-def _per_episode(values: Sequence[Sequence[float]], pad: float) -> torch.Tensor:
-    """Return one row per episode of its per-position ``values``, padded with ``pad`` to the longest."""
+def padded_rows(values: Sequence[Sequence[float]], pad: float) -> torch.Tensor:
+    """Return one row per item (an episode, a pack) of its per-position ``values``, padded with ``pad``.
+
+    Batches carry their labels this way so that the Trainer's evaluation keeps one row per item (flat
+    per-position labels would be cut to the item count); :func:`as_padded` lays the outputs out alike.
+    """
     table = torch.full((len(values), max(map(len, values))), pad, dtype=torch.float32)
-    for row, episode_values in enumerate(values):
-        table[row, : len(episode_values)] = torch.tensor(episode_values, dtype=torch.float32)
+    for row, item_values in enumerate(values):
+        table[row, : len(item_values)] = torch.tensor(item_values, dtype=torch.float32)
     return table
+
+
+def as_padded(labels: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Return ``values`` laid out as the :func:`padded_rows` ``labels`` are, ``PAD_LABEL`` in the padding.
+
+    ``values`` has one entry per real entry of ``labels``, row by row; the result is detached (an evaluation
+    output).
+    """
+    listed = (labels != PAD_LABEL).to(values.device)
+    return torch.full(labels.shape, PAD_LABEL, device=values.device).masked_scatter(listed, values.detach())
 
 
 class _ProgressBar(ProgressCallback):
@@ -357,12 +370,7 @@ class PRMTrainer(RewardModelTrainer):
             weights = inputs.pop("weights")[listed].to(logits.device)
             terms = F.binary_cross_entropy_with_logits(logits, labels[listed].to(logits.device), reduction="none")
             loss = (weights * terms).sum() / weights.sum()
-            if not return_outputs:
-                return loss
-            per_episode = torch.full(labels.shape, PAD_LABEL, device=logits.device).masked_scatter(
-                listed.to(logits.device), logits.detach()
-            )
-            return loss, {"logits": per_episode}
+            return (loss, {"logits": as_padded(labels, logits)}) if return_outputs else loss
         logits = head_logits(model, inputs)
         if self.args.loss == "soft_bce":  # type: ignore[attr-defined]
             loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.device))
