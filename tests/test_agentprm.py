@@ -3,6 +3,11 @@
 import dataclasses
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -138,6 +143,53 @@ def test_training_stages_run_in_a_process_of_their_own_that_reports_a_kill():
     assert in_own_process(os.getpid) != str(os.getpid())  # its memory goes back to the system when it ends
     with pytest.raises(RuntimeError, match="ended without finishing.*Rerun the same command"):
         in_own_process(os._exit, 9)  # as if killed for lack of memory
+
+
+HOLD_SCRIPT = """
+import os, sys, time
+from prm_gym.loops.stages import in_own_process
+
+def hold(path):
+    with open(path + ".tmp", "w") as file:
+        file.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(3600)
+
+if __name__ == "__main__":
+    in_own_process(hold, sys.argv[1])
+"""
+
+
+def _running(pid):
+    try:  # a process that ended but is not reaped yet (a zombie) has ended too
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process states from /proc")
+def test_a_training_process_ends_when_the_loop_is_killed(tmp_path):
+    script, pid_file = tmp_path / "hold.py", tmp_path / "training.pid"
+    script.write_text(HOLD_SCRIPT, "utf-8")
+    loop_process = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    try:
+        for _ in range(1200):  # catches a hang only: the training process writes its pid once it runs
+            if pid_file.is_file() or loop_process.poll() is not None:
+                break
+            time.sleep(0.1)
+        training = int(pid_file.read_text())
+        assert _running(training)
+    finally:
+        loop_process.kill()  # SIGKILL: no clean-up of its own
+        loop_process.wait()
+    for _ in range(1200):
+        if not _running(training):
+            break
+        time.sleep(0.1)
+    ended = not _running(training)
+    if not ended:
+        os.kill(training, signal.SIGKILL)
+    assert ended
 
 
 def test_bad_settings_are_one_clear_error(tmp_path, capsys):

@@ -12,6 +12,9 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -113,7 +116,9 @@ def in_own_process(train: Callable[..., Path], *args: Any, **kwargs: Any) -> str
     Training holds gigabytes (the optimiser's state, activations, the allocator's caches) that a Python process
     does not give back to the system when it is done: in the loop's own process, the hours of evaluation after it
     would keep them (a 15.8 GB loop was once killed for memory that way). A fresh process ("spawn": none of this
-    one's memory or threads) gives everything back when it ends. It logs as this one does, to the same stderr.
+    one's memory or threads) gives everything back when it ends. It logs as this one does, to the same stderr,
+    and ends when this one does, killed or not: an orphaned training would go on alone, holding the CPUs and its
+    folder's lock, while a rerun waits for it.
 
     Raises:
         RuntimeError: the process ended without an answer (killed, for example by the system for lack of memory).
@@ -121,7 +126,7 @@ def in_own_process(train: Callable[..., Path], *args: Any, **kwargs: Any) -> str
     """
     level = logging.getLogger().getEffectiveLevel()
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=context, initializer=_log_messages, initargs=(level,)) as pool:
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_set_up_worker, initargs=(level, os.getpid())) as pool:
         try:
             return str(pool.submit(train, *args, **kwargs).result())
         except BrokenProcessPool:
@@ -131,9 +136,17 @@ def in_own_process(train: Callable[..., Path], *args: Any, **kwargs: Any) -> str
             ) from None
 
 
-def _log_messages(level: int) -> None:
-    """Set a training process's log messages up as ``prm-gym``'s: plain messages from ``level`` on."""
+def _set_up_worker(level: int, parent: int) -> None:
+    """Set a training process up: ``prm-gym``'s log messages (plain, from ``level`` on), and its end with ``parent``."""
     logging.basicConfig(level=level, format="%(message)s")
+    threading.Thread(target=_end_with, args=(parent,), name="end-with-parent", daemon=True).start()
+
+
+def _end_with(parent: int) -> None:
+    """End this process once ``parent`` has ended (its parent is then another): checked every second."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)  # what it wrote is safe: a model folder appears whole, a checkpoint counts once Trainer completed it
 
 
 def make_targets(
