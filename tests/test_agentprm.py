@@ -147,17 +147,25 @@ def test_training_stages_run_in_a_process_of_their_own_that_reports_a_kill():
 
 HOLD_SCRIPT = """
 import os, sys, time
+from prm_gym.io import atomic_write_text
 from prm_gym.loops.stages import in_own_process
 
 def hold(path):
-    with open(path + ".tmp", "w") as file:
-        file.write(str(os.getpid()))
-    os.replace(path + ".tmp", path)
+    atomic_write_text(path, str(os.getpid()))
     time.sleep(3600)
 
 if __name__ == "__main__":
     in_own_process(hold, sys.argv[1])
 """
+
+
+def _eventually(condition):
+    """Return whether ``condition()`` holds within two minutes (a bound that catches hangs only)."""
+    for _ in range(1200):
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
 
 
 def _running(pid):
@@ -172,21 +180,14 @@ def test_a_training_process_ends_when_the_loop_is_killed(tmp_path):
     script, pid_file = tmp_path / "hold.py", tmp_path / "training.pid"
     script.write_text(HOLD_SCRIPT, "utf-8")
     loop_process = subprocess.Popen([sys.executable, str(script), str(pid_file)])
-    try:
-        for _ in range(1200):  # catches a hang only: the training process writes its pid once it runs
-            if pid_file.is_file() or loop_process.poll() is not None:
-                break
-            time.sleep(0.1)
+    try:  # the training process writes its pid once it runs
+        _eventually(lambda: pid_file.is_file() or loop_process.poll() is not None)
         training = int(pid_file.read_text())
         assert _running(training)
     finally:
         loop_process.kill()  # SIGKILL: no clean-up of its own
         loop_process.wait()
-    for _ in range(1200):
-        if not _running(training):
-            break
-        time.sleep(0.1)
-    ended = not _running(training)
+    ended = _eventually(lambda: not _running(training))
     if not ended:
         os.kill(training, signal.SIGKILL)
     assert ended
