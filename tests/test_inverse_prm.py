@@ -110,18 +110,23 @@ def test_next_actions_come_from_the_current_policy_unless_already_its_own(episod
     assert changed > 0  # a random policy does not follow the walkthrough everywhere
 
 
+def three_transitions() -> list[Transition]:
+    """Two expert steps to the goal and one policy step beside them, all from the task's start."""
+    start = Context("put a mug in the sink", observation="You are in a kitchen.", admissible_commands=("go", "look"))
+    then = start.propose("go").advance("You arrive at the sink.", {"admissible_commands": ["put mug", "look"]})
+    return [
+        Transition(start.propose("go"), then.propose("put mug"), expert=True, source="demonstrations"),
+        Transition(then.propose("put mug"), None, expert=True, source="demonstrations"),
+        Transition(start.propose("look"), start.propose("look"), expert=False, source="rollouts-pi0"),
+    ]
+
+
 @pytest.mark.parametrize("pack_tokens", [0, 2048])
 def test_the_loss_is_balanced_bce_of_q_minus_discounted_next_q(pack_tokens):
     """compute_loss against the formula, from the PRM's logits computed one context at a time: one row per
     context, and the transitions packed into one token trie."""
     prm = tiny_prm(prompt_config=PROMPT)
-    start = Context("put a mug in the sink", observation="You are in a kitchen.", admissible_commands=("go", "look"))
-    then = start.propose("go").advance("You arrive at the sink.", {"admissible_commands": ["put mug", "look"]})
-    transitions = [
-        Transition(start.propose("go"), then.propose("put mug"), expert=True, source="demonstrations"),
-        Transition(then.propose("put mug"), None, expert=True, source="demonstrations"),
-        Transition(start.propose("look"), start.propose("look"), expert=False, source="rollouts-pi0"),
-    ]
+    transitions = three_transitions()
     args = InversePRMConfig(output_dir="/tmp/unused", gamma=0.9, validation_fraction=0.0, use_cpu=True,
                             pack_tokens=pack_tokens)  # fmt: skip
     trainer = InversePRMTrainer(prm, args, transitions)
@@ -140,6 +145,24 @@ def test_the_loss_is_balanced_bce_of_q_minus_discounted_next_q(pack_tokens):
     expected = np.mean([w * -math.log(1 / (1 + math.exp(-x)) if t.expert else 1 - 1 / (1 + math.exp(-x)))
                         for w, x, t in zip([0.75, 0.75, 1.5], f, transitions, strict=True)])  # fmt: skip
     assert loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-5)
+
+
+def test_activation_checkpointing_gives_the_same_gradients_on_packed_transitions():
+    # A pack is one forward with a 4D mask and position ids: recomputing each layer in the backward (with the
+    # LoRA dropout masks replayed) must give the gradients of the forward that keeps its activations.
+    grads = []
+    for checkpointing in (False, True):
+        prm = tiny_prm(prompt_config=PROMPT, lora=LoraSettings(r=4, dropout=0.2))
+        args = InversePRMConfig(output_dir="/tmp/unused", validation_fraction=0.0, use_cpu=True, pack_tokens=2048)
+        trainer = InversePRMTrainer(prm, args, three_transitions())
+        if checkpointing:
+            prm.model.activation_checkpointing_enable()  # what the Trainer does with `activation_checkpointing`
+        prm.model.train()
+        torch.manual_seed(0)  # the same dropout masks either way
+        trainer.compute_loss(prm.model, _Collator(prm)([trainer.train_dataset[0]])).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in prm.model.parameters() if p.requires_grad]))
+    assert grads[0].abs().max() > 1e-4
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
 
 
 def test_a_missing_class_is_one_clear_error():

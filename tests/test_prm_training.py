@@ -368,6 +368,28 @@ def test_gradient_accumulation_gives_the_update_of_one_big_batch(loss, tmp_path)
     assert accumulated_loss == pytest.approx(big_loss, rel=1e-3)  # the logged loss is the mean over the 4 rows too
 
 
+def test_activation_checkpointing_gives_the_same_update_on_whole_episodes(rollouts, targets, tmp_path):
+    # The memory setting must not change what is learnt: one SGD step on whole episodes (the head read at every
+    # action of one forward) with LoRA and its dropout (the recompute must replay the same dropout masks) moves
+    # the weights as the step that keeps every activation does.
+    from prm_gym.prm import LoraSettings
+
+    changes = []
+    for checkpointing in (False, True):
+        prm = tiny_prm(prompt_config=WHOLE, lora=LoraSettings(r=4, dropout=0.2))
+        trained = [p for p in prm.model.parameters() if p.requires_grad]
+        before = [p.detach().clone() for p in trained]
+        args = train_args(tmp_path / str(checkpointing), whole_episodes=True, max_steps=1, optim="sgd",
+                          per_device_train_batch_size=4, learning_rate=0.5, max_grad_norm=0.0, weight_decay=0.0,
+                          bf16=False, activation_checkpointing=checkpointing)  # fmt: skip
+        PRMTrainer(prm, args, targets, load_episodes(rollouts), TargetsConfig()).train()
+        recomputed = any(getattr(module, "gradient_checkpointing", False) for module in prm.model.modules())
+        assert recomputed == checkpointing
+        changes.append(torch.cat([(p.detach() - b).flatten() for p, b in zip(trained, before, strict=True)]))
+    assert changes[0].abs().max() > 1e-4  # the step did move the adapters and the head
+    torch.testing.assert_close(changes[1], changes[0], rtol=1e-4, atol=1e-6)
+
+
 class Killed(Exception):
     """Stands for a run killed between two optimiser steps."""
 

@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from conftest import command_logliks, tiny_llama  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
+from transformers import TrainingArguments  # noqa: E402
 
 from prm_gym.agents import WalkthroughAgent  # noqa: E402
 from prm_gym.agents.hf_agent import HFAgent  # noqa: E402
@@ -190,6 +191,9 @@ def test_a_finished_run_returns_at_once_and_other_settings_are_refused(demonstra
 
     monkeypatch.setattr(sft, "load_pretrained", no_loading)
     assert train_sft(config(demonstrations, base_model, out, max_steps=2, save_steps=2)) == model_dir
+    # how it runs is not what it learns: the same run with less memory is the finished one
+    assert train_sft(config(demonstrations, base_model, out, max_steps=2, save_steps=2,
+                            activation_checkpointing=True)) == model_dir  # fmt: skip
     monkeypatch.undo()
     (model_dir / "training.json").unlink()  # as if not finished: the checkpoints decide
     with pytest.raises(ValueError, match=r"Cannot resume the fine-tuning .*sft.learning_rate: 0.01 there, 0.001 here"):
@@ -208,10 +212,14 @@ def test_cli_sft(demonstrations, base_model, tmp_path, capsys):
     assert "prm-gym: error: No episodes at" in capsys.readouterr().err
 
 
-def test_lora_saves_only_the_adapters_which_load_onto_the_base(demonstrations, base_model, tmp_path):
+def test_lora_saves_only_the_adapters_which_load_onto_the_base(demonstrations, base_model, tmp_path, monkeypatch):
     """With `lora`, the model folder is megabytes of adapters naming the base; loading merges them in."""
     peft = pytest.importorskip("peft")
-    model_dir = train_sft(config(demonstrations, base_model, tmp_path / "run", lora=True, max_steps=4, save_steps=4))
+    arguments = []  # with activation checkpointing, which must reach the trainer and still train the adapters
+    monkeypatch.setattr(sft, "TrainingArguments", lambda **kw: arguments.append(kw) or TrainingArguments(**kw))
+    model_dir = train_sft(config(demonstrations, base_model, tmp_path / "run", lora=True, max_steps=4, save_steps=4,
+                                 activation_checkpointing=True))  # fmt: skip
+    assert [kwargs["activation_checkpointing"] for kwargs in arguments] == [True]
     assert (model_dir / "adapter_model.safetensors").is_file() and not (model_dir / "model.safetensors").exists()
     adapters = json.loads((model_dir / "adapter_config.json").read_text())
     adapted = {name.rsplit(".", 1)[-1] for name in adapters["target_modules"]}

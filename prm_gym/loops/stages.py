@@ -43,12 +43,14 @@ logger = logging.getLogger(__name__)
 #: The run folder's record: the settings and each finished stage's result.
 LOOP_FILE = "loop.json"
 
-#: Settings a rerun may change and still continue the run: where it runs, how it plays (not what), and how far it
-#: goes (stages are named by iteration, N and seed, so more iterations, sizes or seeds only add stages).
+#: Settings a rerun may change and still continue the run: where it runs, how it plays and trains (not what), and
+#: how far it goes (stages are named by iteration, N and seed, so more iterations, sizes or seeds only add stages).
 _PLAYING = ("rollouts", "improvement.rollouts", "evaluation")
+_TRAINING = ("sft", "prm", "improvement.sft", "improvement.dpo")
 NOT_COMPARED = frozenset(
     {"output_dir", "device", "iterations", "best_of_n", "improved_best_of_n", "eval_seeds"}
     | {f"{s}.{name}" for s in _PLAYING for name in EXECUTION_FIELDS}
+    | {f"{s}.activation_checkpointing" for s in _TRAINING}
 )
 
 #: A stage's section: an evaluation's or a collection's settings (agent and run settings both).

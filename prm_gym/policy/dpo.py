@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 #: The pairs folder's rows: the state, the chosen and rejected commands and their PRM scores.
 PAIRS_FILE = "pairs.jsonl"
 #: Settings a rerun may change and still continue the recorded run.
-_NOT_COMPARED = frozenset({"output_dir", "device"})
+_NOT_COMPARED = frozenset({"output_dir", "device", "dpo.activation_checkpointing"})
 #: Pairs asked of the policy and the PRM at once (bounds the memory of one sampling batch).
 _CHUNK = 16
 
@@ -147,7 +147,7 @@ def train_dpo(
             gradient_accumulation_steps=settings.gradient_accumulation_steps, logging_steps=settings.logging_steps,
             save_strategy="steps", save_steps=settings.save_steps, save_total_limit=settings.save_total_limit,
             seed=settings.seed, bf16=bf16, use_cpu=torch_device.type == "cpu", report_to="none", max_length=None,
-            precompute_ref_log_probs=True,
+            precompute_ref_log_probs=True, activation_checkpointing=settings.activation_checkpointing,
         )  # fmt: skip
         trainer = _resumable_dpo_trainer()(
             model=model.to(torch_device), args=args, train_dataset=dataset, processing_class=tokenizer

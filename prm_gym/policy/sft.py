@@ -55,8 +55,10 @@ __all__ = ["answer_loss", "save_policy", "sft_examples", "train_sft"]
 
 logger = logging.getLogger(__name__)
 
-#: Settings a rerun may change and still continue the recorded run (where it runs, how a path is spelled).
-_NOT_COMPARED = frozenset({"sft.output_dir", "sft.device", "sft.resume", "sft.demonstrations"})
+#: Settings a rerun may change and still continue the recorded run (where and how it runs, how a path is spelled).
+_NOT_COMPARED = frozenset(
+    {"sft.output_dir", "sft.device", "sft.resume", "sft.demonstrations", "sft.activation_checkpointing"}
+)
 
 
 def sft_examples(
@@ -212,6 +214,7 @@ def train_sft(config: SFTConfig) -> Path:
             gradient_accumulation_steps=config.gradient_accumulation_steps, logging_steps=config.logging_steps,
             save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
             seed=config.seed, bf16=bf16, use_cpu=device.type == "cpu", report_to="none", remove_unused_columns=False,
+            activation_checkpointing=config.activation_checkpointing,
         )  # fmt: skip
         trainer = ResumableTrainer(
             model=model.to(device), args=args, train_dataset=examples, data_collator=_Collator(tokenizer.pad_token_id),

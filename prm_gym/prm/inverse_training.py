@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class InversePRMConfig(InversePRMSettings, TrainingArguments):
+class InversePRMConfig(InversePRMSettings, TrainingArguments):  # type: ignore[misc]  # as PRMConfig
     """``TrainingArguments`` with the InversePRM's own settings and defaults (:class:`InversePRMSettings`).
 
     Example:

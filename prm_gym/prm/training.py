@@ -82,7 +82,7 @@ PAD_LABEL = -100.0
 
 
 @dataclass
-class PRMConfig(PRMSettings, TrainingArguments):
+class PRMConfig(PRMSettings, TrainingArguments):  # type: ignore[misc]  # activation_checkpointing: bool | None there
     """``TrainingArguments`` with the PRM's own settings and defaults (:class:`PRMSettings`, shared with the CLI).
 
     Checkpoints are written every ``save_steps`` optimiser steps and at the end (``save_strategy="steps"``), and
@@ -562,7 +562,8 @@ def fit_reward_model(
         **({"lora": dataclasses.asdict(LoraSettings())} if config.lora else {}),
         **data,
     }
-    not_compared = {f"{name}.{field}" for field in ("output_dir", "device", "resume", *ignored)}
+    executing = ("output_dir", "device", "resume", "activation_checkpointing")
+    not_compared = {f"{name}.{field}" for field in (*executing, *ignored)}
     command = name.replace("_", "-")
     with lock_folder(config.output_dir, run) as output_dir:
         finished = finished_run(output_dir, record, ignored=not_compared) if config.resume else None
