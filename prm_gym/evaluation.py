@@ -195,13 +195,19 @@ def plot_success_rows(
     return png_bytes(figure)
 
 
-def plot_success_vs_n(lines: Mapping[str, Sequence[tuple[int, float, float]]], title: str = "") -> bytes:
+def plot_success_vs_n(
+    lines: Mapping[str, Sequence[tuple[int, float, float]]],
+    title: str = "",
+    references: Mapping[str, float] | None = None,
+) -> bytes:
     """Draw success % against N (Best-of-N's candidates per turn), one line per ``(n, mean, spread)`` series.
 
-    The spread (over seeds) is drawn as error bars; N is on a log2 axis. Returns the PNG bytes.
+    The spread (over seeds) is drawn as error bars; N is on a log2 axis. ``references`` (label: success %) are
+    drawn as dashed horizontal lines: what Best-of-N is to beat (the policy played greedily, say). Returns the
+    PNG bytes.
 
     Example:
-        >>> plot_success_vs_n({"best-of-N": [(1, 20.0, 2.0), (4, 35.0, 3.5)]})[1:4]
+        >>> plot_success_vs_n({"best-of-N": [(1, 20.0, 2.0), (4, 35.0, 3.5)]}, references={"pi0": 30.6})[1:4]
         b'PNG'
     """
     from matplotlib.figure import Figure
@@ -211,6 +217,8 @@ def plot_success_vs_n(lines: Mapping[str, Sequence[tuple[int, float, float]]], t
     for label, points in lines.items():
         ns, means, spreads = zip(*sorted(points), strict=True)
         axes.errorbar(ns, means, yerr=spreads, marker="o", capsize=3, label=label)
+    for index, (label, success) in enumerate((references or {}).items(), start=len(lines)):
+        axes.axhline(success, linestyle="--", linewidth=1, color=f"C{index % 10}", label=f"{label}: {success:.1f}")
     axes.set_xscale("log", base=2)
     ticks = sorted({n for points in lines.values() for n, _, _ in points})
     axes.set_xticks(ticks, [str(n) for n in ticks], minor=False)

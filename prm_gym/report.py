@@ -11,7 +11,8 @@ A folder whose episodes do not cover all of its run's games (an interrupted eval
 marked ``partial: 80 of 134 games``, never merged with complete runs; runs over different games get a warning.
 The run's games are listed from its settings (split, task types, number of games), so the report needs ALFWorld's
 games where it runs (``prm-gym data``; the bundled ``tiny`` split needs none).
-Best-of-N rows whose settings differ only in ``n`` make a success-vs-N chart (complete rows only).
+Best-of-N rows whose settings differ only in ``n`` make a success-vs-N chart (complete rows only), with the
+other complete rows (the policy alone, random, expert) as dashed reference lines.
 
 The output folder gets ``report.md`` (the table), ``report.png`` (grouped bars, the spread as error bars),
 ``report.json`` (every number, per seed too) and, when there are such rows, ``success_vs_n.png``.
@@ -235,7 +236,9 @@ def build_report(config: ReportConfig) -> Report:
     atomic_write_bytes(output / CHART_FILE, chart)
     files: tuple[str, ...] = (REPORT_FILE, DATA_FILE, CHART_FILE)
     if report.success_vs_n:
-        atomic_write_bytes(output / N_CHART_FILE, plot_success_vs_n(report.success_vs_n, "Best-of-N: success vs N"))
+        references = {row.label: row.mean["All"]["success"] for row in rows if _is_reference(row)}
+        chart = plot_success_vs_n(report.success_vs_n, "Best-of-N: success vs N", references)
+        atomic_write_bytes(output / N_CHART_FILE, chart)
         files += (N_CHART_FILE,)
     return dataclasses.replace(report, files=files)
 
@@ -351,6 +354,11 @@ def _warnings(rows: Sequence[ReportRow]) -> list[str]:
         described = "; ".join(f"{len(games)} games: {', '.join(labels)}" for games, labels in game_sets.items())
         warnings.append(f"the runs were played on different games, so their numbers do not compare ({described}).")
     return warnings
+
+
+def _is_reference(row: ReportRow) -> bool:
+    """Whether a row is drawn beside the success-vs-N curves: a complete run of an agent other than Best-of-N."""
+    return bool(row.runs) and all(run.complete for run in row.runs) and row.runs[0].settings["agent"] != "best-of-n"
 
 
 def _success_vs_n(rows: Sequence[ReportRow]) -> dict[str, list[tuple[int, float, float]]]:

@@ -6,6 +6,7 @@ import statistics
 
 import pytest
 
+from prm_gym import report as report_module
 from prm_gym.agents import RandomAgent, WalkthroughAgent
 from prm_gym.agents.registry import AgentConfig, make_agent
 from prm_gym.cli import main
@@ -101,17 +102,25 @@ def test_labels_name_rows_and_runs_over_other_games_get_a_warning(runs, tmp_path
         build_report(ReportConfig(runs=one_label, output_dir=str(tmp_path)))
 
 
-def test_best_of_n_rows_that_differ_only_in_n_give_success_vs_n(tmp_path):
+def test_best_of_n_rows_that_differ_only_in_n_give_success_vs_n(tmp_path, monkeypatch):
     folders = []
     for n in (1, 2):
         agent = AgentConfig(agent="best-of-n", policy="random", n=n, mc_rollouts=1)
         config = dict(agent="best-of-n", policy="random", n=n, mc_rollouts=1, max_episode_steps=6, num_games=3)
         folders.append(run_eval(tmp_path / f"bon-{n}", make_agent(agent, seed=0, max_episode_steps=6), **config))
-    report = build_report(ReportConfig(runs=tuple(str(f) for f in folders), output_dir=str(tmp_path / "out")))
-    assert [row.label for row in report.rows] == ["best-of-1(random, monte-carlo)", "best-of-2(random, monte-carlo)"]
+    policy = run_eval(tmp_path / "policy", RandomAgent(seed=0), agent="random", max_episode_steps=6, num_games=3)
+    charted = []
+    real_plot = report_module.plot_success_vs_n
+    monkeypatch.setattr(report_module, "plot_success_vs_n", lambda *a: charted.append(a) or real_plot(*a))
+    runs = (*(str(f) for f in folders), f"{policy}=the policy alone")
+    report = build_report(ReportConfig(runs=runs, output_dir=str(tmp_path / "out")))
+    assert [row.label for row in report.rows] == ["best-of-1(random, monte-carlo)", "best-of-2(random, monte-carlo)",
+                                                  "the policy alone"]  # fmt: skip
     successes = [summary_of(folder)["All"]["success"] for folder in folders]
     assert report.success_vs_n == {"best-of-N(random, monte-carlo)": [(1, successes[0], 0.0), (2, successes[1], 0.0)]}
     assert (tmp_path / "out" / "success_vs_n.png").read_bytes().startswith(PNG)
+    # beside the curve, what Best-of-N is to beat: the other complete rows, as reference lines
+    assert charted[0][2] == {"the policy alone": summary_of(policy)["All"]["success"]}
 
 
 def test_the_command_prints_the_table_with_the_paper_rows(runs, tmp_path, capsys):
