@@ -553,8 +553,8 @@ def fit_reward_model(
     command's name with underscores; a local model recorded by its real path) and ``data`` (what it is trained
     on, read and fingerprinted by the caller). ``make_trainer(prm, arguments)`` builds the trainer from the model
     and the ``TrainingArguments`` this function decides (output_dir, bf16, use_cpu). ``ignored`` names the fields
-    of ``config`` a rerun may change (besides the folder, the device and ``resume``): the data's path, whose
-    content ``data`` fingerprints.
+    of ``config`` a rerun may change (besides the folder, the device, ``resume`` and ``activation_checkpointing``):
+    the data's path, whose content ``data`` fingerprints.
     """
     model = Path(config.model)  # a local model is recorded by its real path: another spelling is the same model
     record: dict[str, Any] = {
