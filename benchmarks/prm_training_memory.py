@@ -27,7 +27,7 @@ VARIANTS = {
 
 
 def step(tokens: int, batch: int, dropout: float, checkpointing: bool) -> dict[str, float]:
-    """Run one forward and backward; return the resident peaks (GB) after loading and after the step."""
+    """Run one forward and backward; return the resident peaks (GiB) after loading and after the step."""
     import torch
 
     from prm_gym.prm.model import LoraSettings, ProcessRewardModel, position_logits
@@ -50,7 +50,7 @@ def step(tokens: int, batch: int, dropout: float, checkpointing: bool) -> dict[s
     loss.backward()
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return {"loaded_gb": loaded, "peak_gb": peak, "step_gb": peak - loaded, "seconds": seconds}
+    return {"loaded_gib": loaded, "peak_gib": peak, "step_gib": peak - loaded, "seconds": seconds}
 
 
 def main() -> None:
@@ -79,8 +79,8 @@ def main() -> None:
             print(f"| {variant} | failed: {result.stderr.strip().splitlines()[-1:]} |")
             continue
         figures = json.loads(result.stdout.strip().splitlines()[-1])
-        print(f"| {variant} | {figures['loaded_gb']:.2f} GB loaded | peak {figures['peak_gb']:.2f} GB "
-              f"(+{figures['step_gb']:.2f}) | {figures['seconds']:.1f} s |")  # fmt: skip
+        print(f"| {variant} | {figures['loaded_gib']:.2f} GiB loaded | peak {figures['peak_gib']:.2f} GiB "
+              f"(+{figures['step_gib']:.2f}) | {figures['seconds']:.1f} s |")  # fmt: skip
 
 
 if __name__ == "__main__":

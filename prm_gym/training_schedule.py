@@ -37,6 +37,6 @@ class TrainingSchedule:
     seed: int = 0
     #: Recompute each layer's activations in the backward instead of keeping them (``torch.utils.checkpoint``):
     #: the same update, less memory for more time. One step of SmolLM2-135M with LoRA on 2 x 2,851 tokens holds
-    #: 8-11.5 GB without it and 2.6-3.5 GB with it, for 20-40% more time (benchmarks/RESULTS.md). A setting of how
+    #: 8-11.5 GiB without it and 2.6-3.5 GiB with it, for 20-40% more time (benchmarks/RESULTS.md). A setting of how
     #: the run executes, not of what it learns: a run may resume with it switched.
     activation_checkpointing: bool = False
