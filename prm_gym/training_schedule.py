@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TrainingSchedule"]
+__all__ = ["EXECUTING", "TrainingSchedule"]
+
+#: The settings of how a run executes, not of what it learns: a finished run, a checkpoint or a loop resumes with
+#: them changed (each run's record names them among the settings it does not compare).
+EXECUTING = ("activation_checkpointing",)
 
 
 @dataclass

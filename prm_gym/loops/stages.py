@@ -32,6 +32,7 @@ from prm_gym.report import ReportConfig, build_report
 from prm_gym.rollout.collect import CollectConfig, collect_rollouts
 from prm_gym.rollout.runner import EXECUTION_FIELDS, open_run_agent
 from prm_gym.rollout.storage import Episode, load_episodes, load_run_config
+from prm_gym.training_schedule import EXECUTING
 
 if TYPE_CHECKING:
     from prm_gym.agents.base import Agent
@@ -50,7 +51,7 @@ _TRAINING = ("sft", "prm", "improvement.sft", "improvement.dpo")
 NOT_COMPARED = frozenset(
     {"output_dir", "device", "iterations", "best_of_n", "improved_best_of_n", "eval_seeds"}
     | {f"{s}.{name}" for s in _PLAYING for name in EXECUTION_FIELDS}
-    | {f"{s}.activation_checkpointing" for s in _TRAINING}
+    | {f"{s}.{name}" for s in _TRAINING for name in EXECUTING}
 )
 
 #: A stage's section: an evaluation's or a collection's settings (agent and run settings both).

@@ -43,6 +43,7 @@ from prm_gym.training_runs import (
     checkpoint_to_resume,
     finished_run,
 )
+from prm_gym.training_schedule import EXECUTING
 
 __all__ = ["PAIRS_FILE", "policy_preferences", "sample_states", "save_pairs", "train_dpo"]
 
@@ -51,7 +52,7 @@ logger = logging.getLogger(__name__)
 #: The pairs folder's rows: the state, the chosen and rejected commands and their PRM scores.
 PAIRS_FILE = "pairs.jsonl"
 #: Settings a rerun may change and still continue the recorded run.
-_NOT_COMPARED = frozenset({"output_dir", "device", "dpo.activation_checkpointing"})
+_NOT_COMPARED = frozenset({"output_dir", "device"} | {f"dpo.{name}" for name in EXECUTING})
 #: Pairs asked of the policy and the PRM at once (bounds the memory of one sampling batch).
 _CHUNK = 16
 

@@ -50,6 +50,7 @@ from prm_gym.training_runs import (
     checkpoint_to_resume,
     finished_run,
 )
+from prm_gym.training_schedule import EXECUTING
 
 __all__ = ["answer_loss", "save_policy", "sft_examples", "train_sft"]
 
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 #: Settings a rerun may change and still continue the recorded run (where and how it runs, how a path is spelled).
 _NOT_COMPARED = frozenset(
-    {"sft.output_dir", "sft.device", "sft.resume", "sft.demonstrations", "sft.activation_checkpointing"}
+    {"sft.output_dir", "sft.device", "sft.resume", "sft.demonstrations"} | {f"sft.{name}" for name in EXECUTING}
 )
 
 

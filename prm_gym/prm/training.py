@@ -58,6 +58,7 @@ from prm_gym.training_runs import (
     describe_metrics,
     finished_run,
 )
+from prm_gym.training_schedule import EXECUTING
 
 __all__ = [
     "PRMConfig",
@@ -562,8 +563,7 @@ def fit_reward_model(
         **({"lora": dataclasses.asdict(LoraSettings())} if config.lora else {}),
         **data,
     }
-    executing = ("output_dir", "device", "resume", "activation_checkpointing")
-    not_compared = {f"{name}.{field}" for field in (*executing, *ignored)}
+    not_compared = {f"{name}.{field}" for field in ("output_dir", "device", "resume", *EXECUTING, *ignored)}
     command = name.replace("_", "-")
     with lock_folder(config.output_dir, run) as output_dir:
         finished = finished_run(output_dir, record, ignored=not_compared) if config.resume else None
