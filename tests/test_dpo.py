@@ -82,3 +82,32 @@ def test_dpo_makes_the_chosen_commands_likelier_than_the_rejected(tmp_path):
         train_dpo(str(tmp_path / "policy"), folder, tmp_path / "run", dataclasses.replace(settings, beta=0.2), prompt,
                   device="cpu")  # fmt: skip
     assert (tmp_path / "pairs" / PAIRS_FILE).is_file()
+
+
+def test_activation_checkpointing_gives_the_same_first_step(tmp_path, monkeypatch):
+    """Recomputing each layer in the backward (`activation_checkpointing`) changes memory, not the DPO step."""
+    import transformers.modeling_utils
+
+    recomputed = []  # the layers run under torch's checkpoint (the function transformers wraps each layer in)
+    checkpoint = transformers.modeling_utils.checkpoint
+    monkeypatch.setattr(transformers.modeling_utils, "checkpoint",
+                        lambda *args, **kwargs: recomputed.append(1) or checkpoint(*args, **kwargs))  # fmt: skip
+    model, tokenizer = tiny_llama("LlamaForCausalLM", seed=0)
+    model.save_pretrained(tmp_path / "policy")
+    tokenizer.save_pretrained(tmp_path / "policy")
+    pairs = policy_preferences(STATES, Cycling(), LikesTake(), DPOSettings(candidates=4, min_gap=0.1))
+    folder = save_pairs(pairs, tmp_path / "pairs", {"test": True})
+    prompt = PromptConfig(max_prompt_tokens=512)
+    firsts = []
+    for checkpointing in (False, True):
+        settings = DPOSettings(learning_rate=1e-3, max_steps=1, per_device_train_batch_size=6, save_steps=1,
+                               logging_steps=1, activation_checkpointing=checkpointing)  # fmt: skip
+        trained = train_dpo(str(tmp_path / "policy"), folder, tmp_path / f"run-{checkpointing}", settings, prompt,
+                            device="cpu")  # fmt: skip
+        logs = json.loads((trained / "training.json").read_text())["log_history"]
+        firsts.append(next(log for log in logs if "loss" in log))
+        assert bool(recomputed) == checkpointing
+    plain, checkpointed = firsts
+    assert checkpointed["loss"] == pytest.approx(plain["loss"], rel=1e-2)
+    assert checkpointed["grad_norm"] == pytest.approx(plain["grad_norm"], rel=5e-2)
+    assert plain["grad_norm"] > 0
