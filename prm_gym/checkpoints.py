@@ -13,11 +13,12 @@ in. :func:`token_batches` groups inputs by a padded-token budget.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ try:
     import torch
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError("Loading language models needs the `llm` extra: pip install 'prm-gym[llm]'") from err
 
@@ -182,7 +184,8 @@ def _load_with_adapters(auto_class: Any, folder: Path, **kwargs: Any) -> Any:
         )
     where = local if local.exists() or known_files.is_known_file(local) else base
     base_source = resolve_source(where, dtype=kwargs.get("dtype", torch.float32))
-    model = load_pretrained(auto_class, base_source, **kwargs)
+    with _quiet_transformers():  # its load report calls the score head "newly initialized": the adapters hold it
+        model = load_pretrained(auto_class, base_source, **kwargs)
     try:
         return PeftModel.from_pretrained(model, folder).merge_and_unload()
     except Exception as err:
@@ -190,6 +193,17 @@ def _load_with_adapters(auto_class: Any, folder: Path, **kwargs: Any) -> Any:
             f"Cannot apply the adapters in {str(folder)!r} to their base model {str(base)!r} ({_first_line(err)}): "
             "they were trained on another model, or their files are damaged. Save or download them again."
         ) from err
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Keep transformers' warnings (not its errors) out of the log while the block runs."""
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
 
 
 def ensure_pad_token(tokenizer: Any) -> None:
