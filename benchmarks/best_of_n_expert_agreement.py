@@ -54,7 +54,8 @@ class Memo:
     """A reward model's scores, each (state, action) scored once however many N's ask for it."""
 
     def __init__(self, reward_model: ProcessRewardModel) -> None:
-        self.reward_model, self.scores = reward_model, {}
+        self.reward_model = reward_model
+        self.scores: dict[str, float] = {}
 
     def score(self, contexts: Sequence[Context]) -> list[float]:
         missing = list({c.key: c for c in contexts if c.key not in self.scores}.values())
@@ -91,33 +92,34 @@ def main() -> None:
         greedy = policy.decide(states)
         draws = policy.sample(states, max(args.n))
         samples = {state.state_key: draw for state, draw in zip(states, draws, strict=True)}
+        # Every admissible command of every state of the episode in one call (the reward models' batch contract).
+        scores = iter(reward_model.score([state.propose(c) for state in states for c in state.admissible_commands]))
         for state, expert, choice in zip(states, experts, greedy, strict=True):
-            scores = reward_model.score([state.propose(command) for command in state.admissible_commands])
-            best = max(range(len(scores)), key=scores.__getitem__)
+            scored = {command: next(scores) for command in state.admissible_commands}
             counts["states"] += 1
             counts["greedy"] += choice.action == expert
-            counts["argmax"] += state.admissible_commands[best] == expert
+            counts["argmax"] += max(scored, key=scored.__getitem__) == expert
             for n in args.n:
                 counts[f"covered{n}"] += expert in {d.action for d in samples[state.state_key][:n]}
         for n in args.n:
-            picks = BestOfNAgent(Replay(samples), reward_model, n=n).decide(states)  # type: ignore[arg-type]
+            picks = BestOfNAgent(Replay(samples), reward_model, n=n).decide(states)
             counts[f"picked{n}"] += sum(p.action == e for p, e in zip(picks, experts, strict=True))
         print(f"{index + 1}/{len(episodes)} episodes, {counts['states']} states, "
               f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
 
-    states = counts["states"]
+    total = counts["states"]
     print(f"\nmachine: {machine()}")
     seconds = time.perf_counter() - start
-    print(f"{len(episodes)} walkthroughs of {args.walkthroughs}, {states} states; policy {args.policy} (samples "
+    print(f"{len(episodes)} walkthroughs of {args.walkthroughs}, {total} states; policy {args.policy} (samples "
           f"at 0.7, seed {args.seed}), reward model {args.reward_model}; {seconds:.0f} s\n")  # fmt: skip
     print("| choice | expert's command chosen % | among the candidates % | chosen when among them % |")
     print("|:--|--:|--:|--:|")
-    print(f"| policy, greedy | {100 * counts['greedy'] / states:.1f} | | |")
+    print(f"| policy, greedy | {100 * counts['greedy'] / total:.1f} | | |")
     for n in args.n:
         covered, picked = counts[f"covered{n}"], counts[f"picked{n}"]
-        print(f"| Best-of-{n} | {100 * picked / states:.1f} | {100 * covered / states:.1f} | "
+        print(f"| Best-of-{n} | {100 * picked / total:.1f} | {100 * covered / total:.1f} | "
               f"{100 * picked / covered if covered else float('nan'):.1f} |")  # fmt: skip
-    print(f"| reward model's argmax over every admissible command | {100 * counts['argmax'] / states:.1f} | 100.0 | |")
+    print(f"| reward model's argmax over every admissible command | {100 * counts['argmax'] / total:.1f} | 100.0 | |")
 
 
 if __name__ == "__main__":
