@@ -1,9 +1,11 @@
 """Where models run and in which precision: the one place that chooses devices and dtypes.
 
 ``device="auto"`` picks CUDA, then Apple's MPS, then the CPU; ``dtype="auto"`` picks bfloat16 where the hardware
-runs it fast (CUDA with bf16 support, and CPUs, where it is also 2.6-4x faster than float32 on chips with AMX),
-float16 on MPS, float32 otherwise. torch is imported only when these functions are called, so ``import prm_gym``
-works without the ``[llm]`` extra.
+computes in it (:func:`bf16_is_native`: CUDA with bf16 support, and CPUs with AVX-512 or AMX, where it is also
+2.6-4x faster than float32 on chips with AMX), float16 on MPS, float32 otherwise: on a CPU with AVX2 only, bf16
+is emulated and a forward of SmolLM2-135M takes ~6x as long as in float32 (benchmarks/RESULTS.md). Training
+decides its bf16 autocast the same way. torch is imported only when these functions are called, so ``import
+prm_gym`` works without the ``[llm]`` extra.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["available_devices", "resolve_device", "resolve_dtype"]
+__all__ = ["available_devices", "bf16_is_native", "resolve_device", "resolve_dtype"]
 
 _DTYPE_NAMES = {
     "bf16": "bfloat16",
@@ -91,6 +93,29 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def bf16_is_native(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes in bfloat16 at full speed (where ``dtype="auto"`` and training pick bf16).
+
+    That is CUDA with bf16 support, or a CPU whose bf16 kernels oneDNN runs natively: x86 with AVX-512 or AMX,
+    Arm with bf16 (torch's own ``_is_mkldnn_bf16_supported``). On AVX2 alone bf16 is emulated, ~6x slower.
+
+    Example:
+        >>> bf16_is_native("meta")
+        False
+    """
+    import torch
+
+    device_type = torch.device(device).type
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without that op: AVX-512 is what its kernels need on x86
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu") -> torch.dtype:
     """Return the torch dtype named by ``dtype``; ``"auto"`` picks the fastest sound precision on ``device``.
 
@@ -100,13 +125,15 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device 
         device: The device the model will run on (used by ``"auto"`` only).
 
     Returns:
-        bfloat16 on CUDA with bf16 support and on CPU, float16 on MPS, float32 otherwise (for ``"auto"``).
+        For ``"auto"``: bfloat16 where :func:`bf16_is_native`, float16 on MPS, float32 otherwise.
 
     Raises:
         ValueError: when ``dtype`` is not a floating-point dtype name.
 
     Example:
-        >>> resolve_dtype("auto", "cpu"), resolve_dtype("fp32")
+        >>> resolve_dtype("auto", "cpu") == resolve_dtype("bf16" if bf16_is_native("cpu") else "fp32")
+        True
+        >>> resolve_dtype("bf16"), resolve_dtype("fp32")
         (torch.bfloat16, torch.float32)
     """
     import torch
@@ -119,10 +146,9 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device 
         raise TypeError(f"`dtype` should be a string or a torch.dtype. Received {dtype!r}.")
     name = dtype.strip().lower().removeprefix("torch.")
     if name == "auto":
-        device_type = torch.device(device).type
-        if device_type == "cpu" or (device_type == "cuda" and torch.cuda.is_bf16_supported()):
+        if bf16_is_native(device):
             return torch.bfloat16
-        return torch.float16 if device_type == "mps" else torch.float32
+        return torch.float16 if torch.device(device).type == "mps" else torch.float32
     if name not in _DTYPE_NAMES:
         raise ValueError(f"Unknown dtype {dtype!r}: expected 'auto' or one of {sorted(_DTYPE_NAMES)}.")
     return getattr(torch, _DTYPE_NAMES[name])

@@ -20,6 +20,7 @@ from conftest import SHARED_GGUF, SHARED_TOKENIZER, tiny_llama  # noqa: E402
 
 from prm_gym import checkpoints  # noqa: E402
 from prm_gym.cli import main  # noqa: E402
+from prm_gym.devices import resolve_dtype  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not SHARED_TOKENIZER.is_dir(), reason=f"no shared tokenizer at {SHARED_TOKENIZER}")
 
@@ -112,8 +113,9 @@ def test_a_truncated_gguf_file_is_named_and_leaves_no_cache(tmp_path, cache, cap
 
 
 def converted_folder(gguf: Path, cache: Path) -> Path:
-    """Where the conversion of ``gguf`` to bfloat16 (the CPU's "auto" dtype) is cached."""
-    return cache / f"{hashlib.sha256(gguf.read_bytes()).hexdigest()[:16]}-bfloat16"
+    """Where the conversion of ``gguf`` to the CPU's "auto" dtype (bfloat16 where native, else float32) is cached."""
+    dtype = str(resolve_dtype("auto", "cpu")).removeprefix("torch.")
+    return cache / f"{hashlib.sha256(gguf.read_bytes()).hexdigest()[:16]}-{dtype}"
 
 
 @pytest.mark.parametrize("agent", AGENTS)

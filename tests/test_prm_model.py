@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 from conftest import SHARED_GGUF, SHARED_TOKENIZER, tiny_llama, tiny_prm  # noqa: E402
 
 from prm_gym import checkpoints  # noqa: E402
-from prm_gym.devices import resolve_device, resolve_dtype  # noqa: E402
+from prm_gym.devices import bf16_is_native, resolve_device, resolve_dtype  # noqa: E402
 from prm_gym.prm import Context, LoraSettings, ProcessRewardModel, PromptConfig  # noqa: E402
 from prm_gym.prm.model import SETTINGS_FILE  # noqa: E402
 
@@ -178,13 +178,24 @@ def test_wrong_device_raises(device: str, match: str, tokenizer_dir: Path) -> No
 
 
 def test_dtypes() -> None:
-    assert resolve_dtype("auto", "cpu") == torch.bfloat16
+    assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if bf16_is_native("cpu") else torch.float32)
     assert resolve_dtype("bf16") == resolve_dtype("bfloat16") == resolve_dtype(torch.bfloat16) == torch.bfloat16
     assert resolve_dtype("FP32") == torch.float32 and resolve_dtype("fp16") == torch.float16
     with pytest.raises(ValueError, match="Unknown dtype 'int8'"):
         resolve_dtype("int8")
     with pytest.raises(ValueError, match="floating-point"):
         resolve_dtype(torch.int64)
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bfloat16"), (False, "float32")])
+def test_auto_dtype_and_training_autocast_follow_the_cpus_bf16(
+    native: bool, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # AVX2-only CPUs emulate bf16 (~6x slower than float32 here); AVX-512 / AMX ones run it natively.
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    assert bf16_is_native("cpu") is native
+    assert resolve_dtype("auto", "cpu") == getattr(torch, expected)
+    assert not bf16_is_native("meta")
 
 
 def test_loading_errors_are_clear(tokenizer_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from prm_gym.agents.base import Agent
 from prm_gym.checkpoints import ensure_pad_token, load_pretrained, resolve_source
-from prm_gym.devices import resolve_device
+from prm_gym.devices import bf16_is_native, resolve_device
 from prm_gym.io import atomic_write_text, lock_folder, read_jsonl
 from prm_gym.policy.dpo_config import DPOSettings
 from prm_gym.policy.sft import save_policy
@@ -140,7 +140,7 @@ def train_dpo(
         ensure_pad_token(tokenizer)
         model = load_pretrained(AutoModelForCausalLM, source, dtype=torch.float32, use_safetensors=True)
         dataset = _dataset(rows, tokenizer, prompt)
-        bf16 = torch_device.type == "cpu" or (torch_device.type == "cuda" and torch.cuda.is_bf16_supported())
+        bf16 = bf16_is_native(torch_device)
         args = DPOConfig(
             output_dir=str(out), beta=settings.beta, learning_rate=settings.learning_rate,
             num_train_epochs=settings.num_train_epochs, max_steps=settings.max_steps,

@@ -14,10 +14,10 @@ budget), each turn is its own example. The model's head projects only the positi
 (``logits_to_keep``), not the whole prompt.
 
 Training runs on ``transformers.Trainer`` (through :class:`~prm_gym.training_runs.ResumableTrainer`), weights in
-float32 with bf16 autocast on CPUs and bf16-capable GPUs; the run folder, its checkpoints and resume are those of
-:mod:`prm_gym.training_runs`. The fine-tuned model (with ``lora``, only its adapters: a few MB) and its tokenizer
-are saved to ``<output_dir>/model``, loadable by ``HFAgent.from_pretrained`` and ``prm-gym eval --agent hf
---model <output_dir>/model``.
+float32 with bf16 autocast where the device computes in bf16 (:func:`prm_gym.devices.bf16_is_native`); the run
+folder, its checkpoints and resume are those of :mod:`prm_gym.training_runs`. The fine-tuned model (with
+``lora``, only its adapters: a few MB) and its tokenizer are saved to ``<output_dir>/model``, loadable by
+``HFAgent.from_pretrained`` and ``prm-gym eval --agent hf --model <output_dir>/model``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual name
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from prm_gym.checkpoints import ensure_pad_token, load_pretrained, max_positions, resolve_source, save_adapters
-from prm_gym.devices import resolve_device
+from prm_gym.devices import bf16_is_native, resolve_device
 from prm_gym.io import atomic_directory, atomic_write_text, lock_folder
 from prm_gym.policy.sft_config import SFTConfig
 from prm_gym.prm.model import LoraSettings
@@ -124,7 +124,7 @@ def answer_loss(
 def save_policy(
     model: Any, tokenizer: Any, model_dir: Path, record: Mapping[str, Any], lora_base: str | None = None
 ) -> None:
-    """Save a trained policy in bf16 (half the size; policies act in bf16 on CPUs) with its tokenizer and record.
+    """Save a trained policy in bf16 (half the size; it loads as float32 where bf16 is slow), its tokenizer, record.
 
     With ``lora_base`` (the model a peft ``model``'s adapters were trained on), only the adapters are saved:
     megabytes, loaded as that base with the adapters merged in (:func:`prm_gym.checkpoints.save_adapters`). The
@@ -208,7 +208,7 @@ def train_sft(config: SFTConfig) -> Path:
             from peft import get_peft_model
 
             model = get_peft_model(model, LoraSettings().to_peft("CAUSAL_LM"))
-        bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+        bf16 = bf16_is_native(device)
         args = TrainingArguments(
             output_dir=str(output_dir), learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
             max_steps=config.max_steps, per_device_train_batch_size=config.per_device_train_batch_size,

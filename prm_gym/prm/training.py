@@ -10,7 +10,7 @@ most of the rollouts through it were won (:attr:`TargetRow.success`, ``wins / vi
 from the rollouts rather than read off Q^, which mixes the outcomes with how far they were.
 
 Inputs go through :meth:`ProcessRewardModel.encode` and :meth:`ProcessRewardModel.logits`, the same path as
-scoring. The same code trains the shared SmolLM2-135M on a CPU (bf16 autocast) and a 3B model on a GPU.
+scoring. The same code trains the shared SmolLM2-135M on a CPU (bf16 autocast where native) and a 3B model on a GPU.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from transformers import EvalPrediction, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import IntervalStrategy
 
-from prm_gym.devices import resolve_device
+from prm_gym.devices import bf16_is_native, resolve_device
 from prm_gym.io import atomic_directory, atomic_write_text, lock_folder
 from prm_gym.prm import shared_prefix as sharing
 from prm_gym.prm.episode_items import EpisodeItem, episode_items
@@ -507,8 +507,8 @@ def train_prm(config: TrainPRMConfig) -> Path:
     The validation set is scored once at the end; the model folder, with its ``training.json`` (configs, final
     metrics, log history), appears complete or not at all.
 
-    Weights are kept in float32 and the forward passes run in bf16 autocast where the device supports it
-    (CUDA with bf16, and CPUs), so small updates are not lost to bf16 rounding.
+    Weights are kept in float32 and the forward passes run in bf16 autocast where the device computes in it
+    (:func:`prm_gym.devices.bf16_is_native`), so small updates are not lost to bf16 rounding.
 
     Raises:
         FileNotFoundError: the targets folder or the model does not exist.
@@ -582,7 +582,7 @@ def fit_reward_model(
             prompt_config=PromptConfig(max_prompt_tokens=config.max_prompt_tokens),
             lora=LoraSettings() if config.lora else None,
         )
-        bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+        bf16 = bf16_is_native(device)
         trainer = make_trainer(prm, {"output_dir": str(output_dir), "bf16": bf16, "use_cpu": device.type == "cpu"})
         atomic_write_text(output_dir / RUN_CONFIG_FILE, json.dumps(record, indent=2) + "\n")
         if checkpoint is not None:
