@@ -3,7 +3,7 @@
 ``device="auto"`` picks CUDA, then Apple's MPS, then the CPU; ``dtype="auto"`` picks bfloat16 where the hardware
 computes in it (:func:`bf16_is_native`: CUDA with bf16 support, and CPUs with AVX-512 or AMX, where it is also
 2.6-4x faster than float32 on chips with AMX), float16 on MPS, float32 otherwise: on a CPU with AVX2 only, bf16
-is emulated and a forward of SmolLM2-135M takes ~6x as long as in float32 (benchmarks/RESULTS.md). Training
+is emulated and SmolLM2-135M forwards take 4-6x as long as in float32 (benchmarks/RESULTS.md). Training
 decides its bf16 autocast the same way. torch is imported only when these functions are called, so ``import
 prm_gym`` works without the ``[llm]`` extra.
 """
@@ -97,7 +97,7 @@ def bf16_is_native(device: str | torch.device = "cpu") -> bool:
     """Whether ``device`` computes in bfloat16 at full speed (where ``dtype="auto"`` and training pick bf16).
 
     That is CUDA with bf16 support, or a CPU whose bf16 kernels oneDNN runs natively: x86 with AVX-512 or AMX,
-    Arm with bf16 (torch's own ``_is_mkldnn_bf16_supported``). On AVX2 alone bf16 is emulated, ~6x slower.
+    Arm with bf16 (torch's own ``_is_mkldnn_bf16_supported``). On AVX2 alone bf16 is emulated, 4-6x slower.
 
     Example:
         >>> bf16_is_native("meta")

@@ -188,7 +188,7 @@ def test_dtypes() -> None:
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bfloat16"), (False, "float32")])
-def test_auto_dtype_and_training_autocast_follow_the_cpus_bf16(
+def test_auto_dtype_follows_the_cpus_bf16(
     native: bool, expected: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # AVX2-only CPUs emulate bf16 (~6x slower than float32 here); AVX-512 / AMX ones run it natively.
