@@ -191,7 +191,7 @@ def test_dtypes() -> None:
 def test_auto_dtype_follows_the_cpus_bf16(
     native: bool, expected: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # AVX2-only CPUs emulate bf16 (~6x slower than float32 here); AVX-512 / AMX ones run it natively.
+    # AVX2-only CPUs emulate bf16 (4-6x slower than float32 here); AVX-512 / AMX ones run it natively.
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
     assert bf16_is_native("cpu") is native
     assert resolve_dtype("auto", "cpu") == getattr(torch, expected)
