@@ -370,7 +370,9 @@ def _success_vs_n(rows: Sequence[ReportRow]) -> dict[str, list[tuple[int, float,
             rest = {k: v for k, v in run.settings.items() if k != "n"}
             families.setdefault(json.dumps(rest, sort_keys=True), []).append(row)
     families = {key: family for key, family in families.items() if len({r.runs[0].settings["n"] for r in family}) > 1}
-    names = [re.sub(r"best-of-\d+", "best-of-N", family[0].runs[0].agent) for family in families.values()]
+    # a family is named by its largest N's row (its label when given: "Best-of-4(pi0, Q0)" -> "Best-of-N(pi0, Q0)")
+    largest = [max(family, key=lambda r: r.runs[0].settings["n"]) for family in families.values()]
+    names = [re.sub(r"(?i)(best-of-)\d+", r"\1N", row.label) for row in largest]
     names = _distinguish(names, [json.loads(key) for key in families])
     return {
         name: [

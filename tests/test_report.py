@@ -121,6 +121,10 @@ def test_best_of_n_rows_that_differ_only_in_n_give_success_vs_n(tmp_path, monkey
     assert (tmp_path / "out" / "success_vs_n.png").read_bytes().startswith(PNG)
     # beside the curve, what Best-of-N is to beat: the other complete rows, as reference lines
     assert charted[0][2] == {"the policy alone": summary_of(policy)["All"]["success"]}
+    # labelled rows name their curve: the largest N's label, its N written as N
+    labelled = (f"{folders[0]}=Best-of-1(pi, MC)", f"{folders[1]}=Best-of-2(pi, MC)")
+    report = build_report(ReportConfig(runs=labelled, output_dir=str(tmp_path / "labelled")))
+    assert list(report.success_vs_n) == ["Best-of-N(pi, MC)"]
 
 
 def test_the_command_prints_the_table_with_the_paper_rows(runs, tmp_path, capsys):
