@@ -32,6 +32,7 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 
 from prm_gym import known_files
 from prm_gym.io import atomic_directory, cache_root, sha256_of
+from prm_gym.model_copies import ADAPTER_CONFIG
 
 __all__ = [
     "ADAPTER_CONFIG",
@@ -50,9 +51,6 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 #: The file in a converted-GGUF cache folder that names the GGUF file it came from.
 CONVERTED_FROM = "prm_gym_gguf_source.json"
-
-#: peft's file in a folder of LoRA adapters; it names the base model the adapters apply to.
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 def default_cache_dir() -> Path:

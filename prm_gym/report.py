@@ -7,6 +7,10 @@ each number the mean over the seeds ± their sample standard deviation, with the
 by its label (``RUN_DIR=label``), else by the agent's name, with the settings that tell it from rows of the same
 agent (``random (max_episode_steps=8)``).
 
+Runs of one model copied to several paths (adapters shipped from ``runs/`` to ``benchmarks/``) are one
+configuration too: settings that name a model (:data:`MODEL_FIELDS`) are compared by what the path holds
+(:func:`~prm_gym.model_copies.canonical_model_paths`), and a copy is shown by the first path given.
+
 A folder whose episodes do not cover all of its run's games (an interrupted evaluation) is a row of its own,
 marked ``partial: 80 of 134 games``, never merged with complete runs; runs over different games get a warning.
 The run's games are listed from its settings (split, task types, number of games), so the report needs ALFWorld's
@@ -34,10 +38,12 @@ import tyro
 import prm_gym
 from prm_gym.evaluation import TABLE_COLUMNS, EvalConfig, Summary, plot_success_rows, plot_success_vs_n, summarize
 from prm_gym.io import atomic_write_bytes, atomic_write_text
+from prm_gym.model_copies import canonical_model_paths
 from prm_gym.rollout.runner import EXECUTION_FIELDS, RunConfig
 from prm_gym.rollout.storage import game_key, load_episodes, load_run_config
 
 __all__ = [
+    "MODEL_FIELDS",
     "PAPER_TABLE_1",
     "SEED_FIELDS",
     "EvalRun",
@@ -51,6 +57,8 @@ __all__ = [
 
 #: Settings that only seed a run: runs that differ in nothing else are one row, averaged over them.
 SEED_FIELDS = ("seed", "openai.seed")
+#: Settings that name a model on disk: two paths holding copies of one model are the same setting.
+MODEL_FIELDS = ("model", "reward_model")
 #: Files the report writes.
 REPORT_FILE, CHART_FILE, DATA_FILE, N_CHART_FILE = "report.md", "report.png", "report.json", "success_vs_n.png"
 #: Choudhury 2025, "Process Reward Models for LLM Agents: Practical Framework and Directions", Table 1: success %
@@ -222,7 +230,7 @@ def build_report(config: ReportConfig) -> Report:
     """
     if not config.runs:
         raise ValueError("Give at least one evaluation folder (`prm-gym eval --output-dir DIR`) to report.")
-    runs = [load_run(*folder_and_label(spec)) for spec in config.runs]
+    runs = _same_paths_for_copies([load_run(*folder_and_label(spec)) for spec in config.runs])
     rows = _rows(runs)
     if config.paper:
         rows += [ReportRow(f"{name} (paper)", ({"All": {"success": value}},)) for name, value in PAPER_TABLE_1.items()]
@@ -296,6 +304,18 @@ def _flat(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[prefix + name] = value
     return flat
+
+
+def _same_paths_for_copies(runs: Sequence[EvalRun]) -> list[EvalRun]:
+    """Name each copy of a model in the runs' settings by the first path given that holds it."""
+    paths = [run.settings[name] for run in runs for name in MODEL_FIELDS if isinstance(run.settings.get(name), str)]
+    copies = canonical_model_paths(paths)
+    return [
+        dataclasses.replace(
+            run, settings={k: copies.get(v, v) if k in MODEL_FIELDS else v for k, v in run.settings.items()}
+        )
+        for run in runs
+    ]
 
 
 def _rows(runs: Sequence[EvalRun]) -> list[ReportRow]:

@@ -1,6 +1,7 @@
 """`prm-gym report`: real evaluation folders on the bundled tiny games merged into one Table 1."""
 
 import json
+import os
 import shutil
 import statistics
 
@@ -100,6 +101,41 @@ def test_labels_name_rows_and_runs_over_other_games_get_a_warning(runs, tmp_path
     one_label = (f"{runs['walkthrough']}=pi", f"{three}=pi")
     with pytest.raises(ValueError, match="The label 'pi' names runs with different settings"):
         build_report(ReportConfig(runs=one_label, output_dir=str(tmp_path)))
+
+
+def test_runs_of_copies_of_one_model_merge_and_runs_of_another_model_do_not(runs, tmp_path):
+    """Adapters shipped from runs/ to benchmarks/ name their base model by another relative path: one model still."""
+    base = tmp_path / "shared" / "base.gguf"
+    base.parent.mkdir()
+    base.write_bytes(b"base weights")
+
+    def adapters(folder, weights):
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(weights)
+        config = {"base_model_name_or_path": os.path.relpath(base, folder), "r": 8}
+        (folder / "adapter_config.json").write_text(json.dumps(config))
+        return folder
+
+    trained = adapters(tmp_path / "runs" / "q0" / "model", b"lora")
+    shipped = adapters(tmp_path / "benchmarks" / "cpu" / "q0" / "model", b"lora")
+    other = adapters(tmp_path / "runs" / "q1" / "model", b"LoRA")  # the same files and sizes, other weights
+    assert (trained / "adapter_config.json").read_text() != (shipped / "adapter_config.json").read_text()
+
+    def played_with(name, source, model):
+        folder = tmp_path / name
+        shutil.copytree(runs[source], folder)
+        recorded = json.loads((folder / "config.json").read_text())
+        recorded["config"]["model"] = str(model)
+        (folder / "config.json").write_text(json.dumps(recorded))
+        return f"{folder}=random, q0"
+
+    copies = (played_with("a", "random-0", trained), played_with("b", "random-1", shipped))
+    [row] = build_report(ReportConfig(runs=copies, output_dir=str(tmp_path / "out"))).rows
+    assert (row.label, len(row.runs)) == ("random, q0", 2)
+    assert [run.settings["model"] for run in row.runs] == [str(trained), str(trained)]
+    another = (copies[0], played_with("c", "random-1", other))
+    with pytest.raises(ValueError, match="The label 'random, q0' names runs with different settings"):
+        build_report(ReportConfig(runs=another, output_dir=str(tmp_path / "out")))
 
 
 def test_best_of_n_rows_that_differ_only_in_n_give_success_vs_n(tmp_path, monkeypatch):
