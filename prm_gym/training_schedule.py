@@ -11,8 +11,9 @@ from dataclasses import dataclass
 __all__ = ["EXECUTING", "TrainingSchedule"]
 
 #: The settings of how a run executes, not of what it learns: a finished run, a checkpoint or a loop resumes with
-#: them changed (each run's record names them among the settings it does not compare).
-EXECUTING = ("activation_checkpointing",)
+#: them changed (each run's record names them among the settings it does not compare). Checkpointing and logging
+#: more or less often changes no weight: a long stage can be given checkpoints after it started.
+EXECUTING = ("activation_checkpointing", "logging_steps", "save_steps", "save_total_limit")
 
 
 @dataclass

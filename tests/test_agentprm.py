@@ -123,7 +123,7 @@ def test_a_crashed_loop_resumes_at_its_first_unfinished_stage(
         "policy"] == finished["pi0"]  # fmt: skip
 
     # More evaluation seeds only add stages: the finished ones are kept, the new seed's evaluations run; and how
-    # the training stages use memory may change (their results would be the same).
+    # the training stages use memory and how often they checkpoint may change (their results would be the same).
     evaluated, real_evaluate = [], loop._Stages._evaluate
 
     def spy(self, folder, seed, **agent):
@@ -133,6 +133,7 @@ def test_a_crashed_loop_resumes_at_its_first_unfinished_stage(
     monkeypatch.setattr(loop._Stages, "_evaluate", spy)
     loaded.eval_seeds = (0, 1)
     loaded.prm.activation_checkpointing = loaded.improvement.dpo.activation_checkpointing = True
+    loaded.improvement.sft.save_steps = loaded.prm.logging_steps = 7
     loop.run_agentprm(loaded, progress=False)
     assert evaluated == ["eval/bon2-pi0-q0-s1", "eval/bon2-pi1-q0-s1"]  # greedy policies: the first seed only
     # The same folder with other settings is refused, naming them.

@@ -191,8 +191,8 @@ def test_a_finished_run_returns_at_once_and_other_settings_are_refused(demonstra
 
     monkeypatch.setattr(sft, "load_pretrained", no_loading)
     assert train_sft(config(demonstrations, base_model, out, max_steps=2, save_steps=2)) == model_dir
-    # how it runs is not what it learns: the same run with less memory is the finished one
-    assert train_sft(config(demonstrations, base_model, out, max_steps=2, save_steps=2,
+    # how it runs is not what it learns: the same run with less memory or other checkpoints is the finished one
+    assert train_sft(config(demonstrations, base_model, out, max_steps=2, save_steps=1,
                             activation_checkpointing=True)) == model_dir  # fmt: skip
     monkeypatch.undo()
     (model_dir / "training.json").unlink()  # as if not finished: the checkpoints decide
