@@ -5,7 +5,7 @@ Runs record the model they used by its path (``runs/q0/model``); the same model 
 path given that holds the same model, so that runs of the two merge (``prm-gym report``). Two paths hold the same
 model when their files are byte for byte the same, except that LoRA adapters may name their base model by
 different paths (:func:`~prm_gym.checkpoints.save_adapters` records it relative to the adapters' folder) as long
-as those name one base model. Files are hashed only where another path has files of the same names and
+as those name copies of one base model. Files are hashed only where another path has files of the same names and
 sizes, so reading many runs of different models costs a few ``stat`` calls.
 
 Example:
@@ -54,19 +54,23 @@ def canonical_model_paths(paths: Iterable[str]) -> dict[str, str]:
 
 
 def model_fingerprint(path: str | Path) -> str:
-    """Return a sha256 over a model file's or folder's files (names and bytes), adapters' base model resolved.
+    """Return a sha256 over a model file's or folder's files (names and bytes), adapters' base by its fingerprint.
 
     Raises:
         FileNotFoundError: nothing at ``path``.
     """
-    root = Path(path)
+    return _fingerprint(Path(path), frozenset())
+
+
+def _fingerprint(root: Path, within: frozenset[Path]) -> str:
+    """Return :func:`model_fingerprint` of ``root``, a base of the adapters in ``within`` (which it cannot be)."""
     if not root.exists():
         raise FileNotFoundError(f"No model at {str(root)!r}.")
     digest = hashlib.sha256()
     for name, file in _files(root):
         digest.update(f"{name}\0".encode())
         if root.is_dir() and name == ADAPTER_CONFIG:
-            digest.update(_adapter_config_resolved(root).encode())
+            digest.update(_adapter_config_resolved(root, within | {root.resolve()}).encode())
         else:
             digest.update(bytes.fromhex(sha256_of(file)))
     return digest.hexdigest()
@@ -86,11 +90,11 @@ def _layout(root: Path) -> tuple[tuple[str, int], ...] | None:
     return tuple((name, -1 if name == ADAPTER_CONFIG else file.stat().st_size) for name, file in _files(root))
 
 
-def _adapter_config_resolved(folder: Path) -> str:
+def _adapter_config_resolved(folder: Path, within: frozenset[Path]) -> str:
     """Return the adapters' config as canonical JSON, its base model named by what it is, not by where.
 
     A known file (:mod:`prm_gym.known_files`) is named by its sha256 (it loads from any path, fetched where it is
-    missing), another local base by its resolved path, a hub id as it is.
+    missing), another local base (pi1's adapters on pi0's) by its own fingerprint, a hub id as it is.
     """
     text = (folder / ADAPTER_CONFIG).read_text("utf-8", errors="replace")
     try:
@@ -100,6 +104,6 @@ def _adapter_config_resolved(folder: Path) -> str:
     base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
     if isinstance(base, str) and is_known_file(base):  # loads as that file wherever it lies, or is fetched
         config["base_model_name_or_path"] = f"sha256:{KNOWN_FILES[Path(base).name].sha256}"
-    elif isinstance(base, str) and (folder / base).exists():
-        config["base_model_name_or_path"] = str((folder / base).resolve())
+    elif isinstance(base, str) and (folder / base).exists() and (folder / base).resolve() not in within:
+        config["base_model_name_or_path"] = _fingerprint(folder / base, within)
     return json.dumps(config, sort_keys=True)

@@ -26,12 +26,16 @@ def test_adapters_on_the_known_base_are_copies_wherever_its_path_points(tmp_path
     assert model_fingerprint(trained) == model_fingerprint(shipped) != model_fingerprint(retrained)
 
 
-def test_adapters_on_two_different_local_bases_are_not_copies(tmp_path):
-    for name, weights in (("a.bin", b"base a"), ("b.bin", b"base b")):
-        (tmp_path / name).write_bytes(weights)
-    on_a = adapters(tmp_path / "on-a", b"lora", "../a.bin")
-    on_b = adapters(tmp_path / "on-b", b"lora", "../b.bin")
-    also_on_a = adapters(tmp_path / "deeper" / "on-a", b"lora", "../../a.bin")
-    assert canonical_model_paths([on_a, on_b, also_on_a]) == {also_on_a: on_a}
+def test_adapters_on_adapters_are_copies_when_their_bases_are_copies(tmp_path):
+    """pi1's adapters name pi0's folder: pi1 shipped beside a copy of pi0 is pi1 still; pi1 on other pi0 is not."""
+    base = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    adapters(tmp_path / "runs" / "pi0", b"pi0", f"../../{base}")
+    adapters(tmp_path / "bench" / "x" / "pi0", b"pi0", f"../../../{base}")
+    adapters(tmp_path / "runs" / "other", b"PI0", f"../../{base}")
+    pi1 = adapters(tmp_path / "runs" / "pi1", b"pi1", "../pi0")
+    pi1_shipped = adapters(tmp_path / "bench" / "x" / "pi1", b"pi1", "../pi0")
+    pi1_on_other = adapters(tmp_path / "runs" / "pi1-other", b"pi1", "../other")
+    assert canonical_model_paths([pi1, pi1_shipped, pi1_on_other]) == {pi1_shipped: pi1}
+    assert model_fingerprint(adapters(tmp_path / "itself", b"x", "."))  # a base naming itself ends the chain
     with pytest.raises(FileNotFoundError, match="No model at"):
         model_fingerprint(tmp_path / "missing")
